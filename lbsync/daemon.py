@@ -1,0 +1,211 @@
+"""The daemon: sources -> merge -> debounce -> desired state -> every target, as one task group.
+
+Any task's exit ends the group (a source that stops is a bug, not a state to limp along in);
+shutdown is injected as an event. The status is one immutable value swapped after each step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from lbsync import fsio
+from lbsync.config import Config
+from lbsync.debounce import quiesce
+from lbsync.model.catalog import carry_forward, merge
+from lbsync.model.values import Catalog, Snapshot
+from lbsync.reconcile import TargetRunner
+from lbsync.report import ApplyReport
+from lbsync.sources import Source
+from lbsync.sources.file import FileSource
+from lbsync.sources.watch import changes
+from lbsync.state import DesiredState, build
+from lbsync.status import SourceStatus, Status
+
+log = logging.getLogger("lbsync")
+
+RETRY_FIRST = 1.0
+RETRY_MAX = 30.0
+
+
+class _Stopped(Exception):
+    """Raised by the stop task so the task group cancels its siblings."""
+
+
+def sources_for(config: Config) -> list[Source]:
+    """The configured sources, in the order that decides which wins a shared key."""
+    sources: list[Source] = []
+    if config.file_source is not None:
+        sources.append(FileSource(config.file_source.path))
+    return sources
+
+
+def log_report(report: ApplyReport) -> None:
+    """One line per target and cycle, with outcome and timings."""
+    timings = " ".join(f"{k}={v * 1000:.1f}ms" for k, v in sorted(report.seconds.items()))
+    line = f"target={report.target} outcome={report.outcome} plan={report.plan} {timings}"
+    if report.detail:
+        line += f" detail={report.detail!r}"
+    if report.error:
+        log.error("%s error=%s", line, report.error)
+    elif report.outcome == "unchanged":
+        log.debug("%s", line)
+    else:
+        log.info("%s", line)
+
+
+class Daemon:
+    """Runs the pipeline until stopped; `status` is always the latest immutable status."""
+
+    def __init__(self, config: Config, *, sources: Sequence[Source] | None = None) -> None:
+        self.config = config
+        self.sources = list(sources_for(config) if sources is None else sources)
+        self.runners = [TargetRunner(target) for target in config.targets]
+        self.status = Status(
+            started_at=time.time(),
+            sources=tuple(SourceStatus(name=source.name) for source in self.sources),
+        )
+        self._latest: dict[str, Snapshot] = {}
+        self._catalog: Catalog | None = None
+        self._queue: asyncio.Queue[Catalog] = asyncio.Queue()
+        self._changed = asyncio.Condition()
+        self._retry: asyncio.TimerHandle | None = None
+        self._retry_delay = RETRY_FIRST
+        self._logged_rejections: frozenset[str] = frozenset()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set; raises whatever ends a task unexpectedly."""
+        for runner in self.runners:
+            for stale in fsio.remove_stale_stages(runner.config.dest):
+                log.warning("removed %s left by an interrupted write", stale)
+
+        async def until_stopped() -> None:
+            await stop.wait()
+            raise _Stopped
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for source in self.sources:
+                    group.create_task(self._follow(source))
+                group.create_task(self._watch_templates())
+                group.create_task(self._pipeline())
+                group.create_task(until_stopped())
+        except* _Stopped:
+            pass
+        finally:
+            if self._retry is not None:
+                self._retry.cancel()
+
+    async def wait_for(self, predicate: Callable[[Status], bool], timeout: float) -> Status:
+        """Wait until the status satisfies a predicate (for tests and tools)."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: predicate(self.status))
+        return self.status
+
+    async def _publish(self, status: Status) -> None:
+        self.status = status
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _follow(self, source: Source) -> None:
+        async for snapshot in source.snapshots():
+            await self._accept(snapshot)
+        raise RuntimeError(f"source {source.name} stopped")
+
+    async def _accept(self, snapshot: Snapshot) -> None:
+        kept = carry_forward(self._latest.get(snapshot.source), snapshot)
+        self._latest[snapshot.source] = kept
+        await self._publish(
+            self.status.with_source(
+                SourceStatus(
+                    name=snapshot.source,
+                    synced=True,
+                    usable=snapshot.usable,
+                    error=snapshot.error,
+                    changed_at=time.time(),
+                    rejected=tuple(str(rejection) for _, rejection in snapshot.rejected),
+                )
+            )
+        )
+        if not snapshot.usable:
+            log.error("source %s: %s; keeping its last good state", snapshot.source, snapshot.error)
+        if all(source.name in self._latest for source in self.sources):
+            self._push(merge([self._latest[source.name] for source in self.sources]))
+
+    def _push(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._queue.put_nowait(catalog)
+
+    async def _watch_templates(self) -> None:
+        paths = sorted({runner.config.template for runner in self.runners})
+        first = True
+        async for _ in changes(paths):
+            if not first and self._catalog is not None:
+                self._push(self._catalog)
+            first = False
+
+    async def _catalogs(self) -> AsyncIterator[Catalog]:
+        while True:
+            yield await self._queue.get()
+
+    async def _pipeline(self) -> None:
+        catalogs = quiesce(
+            self._catalogs(), min_wait=self.config.min_wait, max_wait=self.config.max_wait
+        )
+        async for catalog in catalogs:
+            state, reports = await self.cycle(catalog)
+            await self._publish(self.status.with_cycle(state, reports))
+            self._after_cycle(catalog, reports)
+
+    async def cycle(self, catalog: Catalog) -> tuple[DesiredState, tuple[ApplyReport, ...]]:
+        """Build the desired state and apply it to every target, one after the other."""
+        state = build(catalog, self.config.health_mode)
+        self._log_rejections(state)
+        reports = []
+        for runner in self.runners:
+            report = await runner.apply(state)
+            log_report(report)
+            reports.append(report)
+        return state, tuple(reports)
+
+    def _log_rejections(self, state: DesiredState) -> None:
+        current = frozenset(str(rejection) for rejection in state.rejected)
+        for message in sorted(current - self._logged_rejections):
+            log.error("refused %s; its last good value (if any) stays in force", message)
+        self._logged_rejections = current
+
+    def _after_cycle(self, catalog: Catalog, reports: tuple[ApplyReport, ...]) -> None:
+        """After a failure, try the same catalog again later, backing off."""
+        if not any(report.failed for report in reports):
+            self._retry_delay = RETRY_FIRST
+            return
+        delay = self._retry_delay
+        self._retry_delay = min(RETRY_MAX, delay * 2)
+        log.warning("retrying in %.0fs", delay)
+        loop = asyncio.get_running_loop()
+        self._retry = loop.call_later(delay, self._retry_now, catalog)
+
+    def _retry_now(self, catalog: Catalog) -> None:
+        self._retry = None
+        if self._catalog is catalog:
+            self._queue.put_nowait(catalog)
+
+
+async def first_snapshots(sources: Sequence[Source], timeout: float) -> list[Snapshot]:
+    """One snapshot from each source (for `once`, `render` and `check`)."""
+    snapshots = []
+    for source in sources:
+        iterator = source.snapshots()
+        try:
+            async with asyncio.timeout(timeout):
+                snapshots.append(await anext(iterator))
+        finally:
+            with contextlib.suppress(Exception):
+                await iterator.aclose()  # type: ignore[attr-defined]
+    return snapshots

@@ -1,0 +1,135 @@
+"""Type and charset checks for every value that can end up inside a configuration file.
+
+A value from a KV store or a services file is only ever accepted when it matches one of these
+narrow shapes, so it can never inject a directive (whitespace, `#`, quotes, braces, `;` are all
+outside every allowed charset).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from typing import Final
+
+NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+INSTANCE_ID_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,255}")
+GROUP_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+LABEL_RE: Final = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+PATH_RE: Final = re.compile(r"/[A-Za-z0-9._~%/:@+-]{0,255}")
+TAG_RE: Final = re.compile(r"[!$%&*+,\-./0-9:<=>?@A-Z\[\]^_a-z|~]{1,256}")
+META_KEY_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
+MAX_META_VALUE: Final = 512
+MAX_INSTANCE_WEIGHT: Final = 65535
+
+
+class CheckError(ValueError):
+    """A value does not have the shape its field requires."""
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _require_str(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise CheckError(f"{what} must be a string, got {_describe(value)}")
+    return value
+
+
+def _fullmatch(pattern: re.Pattern[str], value: object, what: str, shape: str) -> str:
+    text = _require_str(value, what)
+    if not pattern.fullmatch(text):
+        raise CheckError(f"{what} must be {shape}, got {_describe(text)}")
+    return text
+
+
+def name(value: object, what: str = "name") -> str:
+    """A service name: letters, digits, `.`, `_`, `-`, starting with a letter or digit."""
+    return _fullmatch(NAME_RE, value, what, "letters, digits, '.', '_' or '-' (max 128)")
+
+
+def instance_id(value: object, what: str = "instance id") -> str:
+    """An instance id: letters, digits and `_ . : @ -` (Consul and Nomad ids fit)."""
+    return _fullmatch(INSTANCE_ID_RE, value, what, "letters, digits, '_', '.', ':', '@' or '-'")
+
+
+def group(value: object, what: str = "group") -> str:
+    """A split group name."""
+    return _fullmatch(GROUP_RE, value, what, "letters, digits, '.', '_' or '-' (max 64)")
+
+
+def hostname(value: object, what: str = "host") -> str:
+    """A DNS host name (RFC 1123), returned in lower case."""
+    text = _require_str(value, what)
+    labels = text.split(".")
+    if len(text) > 253 or not all(LABEL_RE.fullmatch(label) for label in labels):
+        raise CheckError(f"{what} must be a DNS host name, got {_describe(text)}")
+    return text.lower()
+
+
+def address(value: object, what: str = "address") -> str:
+    """An IPv4 or IPv6 address, or a DNS host name."""
+    text = _require_str(value, what)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    try:
+        return hostname(text, what)
+    except CheckError:
+        raise CheckError(
+            f"{what} must be an IP address or a DNS host name, got {_describe(text)}"
+        ) from None
+
+
+def integer(value: object, what: str, low: int, high: int) -> int:
+    """A JSON integer within [low, high]; booleans and fractions are refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CheckError(f"{what} must be an integer, got {_describe(value)}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise CheckError(f"{what} must be an integer, got {_describe(value)}")
+        value = int(value)
+    if not low <= value <= high:
+        raise CheckError(f"{what} must be between {low} and {high}, got {value}")
+    return value
+
+
+def port(value: object, what: str = "port") -> int:
+    """A TCP port, 1-65535."""
+    return integer(value, what, 1, 65535)
+
+
+def share(value: object, what: str) -> float:
+    """A traffic share in percent: a finite number from 0 to 100."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CheckError(f"{what} must be a number, got {_describe(value)}")
+    number = float(value)
+    if not math.isfinite(number) or not 0.0 <= number <= 100.0:
+        raise CheckError(f"{what} must be between 0 and 100, got {_describe(value)}")
+    return number
+
+
+def path(value: object, what: str = "path") -> str:
+    """A URL path prefix: starts with `/`, URL-safe characters only."""
+    return _fullmatch(PATH_RE, value, what, "a URL path starting with '/' (no spaces or quotes)")
+
+
+def tag(value: object, what: str = "tag") -> str:
+    """A tag: printable ASCII without spaces, quotes, `#`, `;`, braces or backslashes."""
+    return _fullmatch(TAG_RE, value, what, "printable characters without spaces or quotes")
+
+
+def meta_key(value: object, what: str = "meta key") -> str:
+    """A metadata key (Consul's own rule)."""
+    return _fullmatch(META_KEY_RE, value, what, "letters, digits, '_' or '-'")
+
+
+def meta_value(value: object, what: str = "meta value") -> str:
+    """A metadata value: any printable text without control characters."""
+    text = _require_str(value, what)
+    if len(text) > MAX_META_VALUE or not text.isprintable():
+        raise CheckError(f"{what} must be printable text of at most {MAX_META_VALUE} characters")
+    return text

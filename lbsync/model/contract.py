@@ -1,0 +1,252 @@
+"""The KV contract: turns `(relative key, JSON value)` pairs into entries, or refuses them.
+
+Keys are relative to the source's prefix (default `lbsync/`):
+
+    services/<svc>/route            -> Route
+    services/<svc>/split            -> Split
+    services/<svc>/instances/<id>   -> Instance
+    settings/<key>                  -> Setting
+    anything else outside services/ -> raw only (readable by templates through `kv`)
+
+Each refusal names its key, and one bad key never hides the others.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from lbsync.model import checks
+from lbsync.model.checks import CheckError
+from lbsync.model.values import (
+    Balance,
+    Entry,
+    Health,
+    HealthCheck,
+    Instance,
+    OnEmpty,
+    Rejection,
+    Route,
+    Setting,
+    Split,
+)
+
+MAX_GROUPS = 32
+MAX_HOSTS = 64
+MAX_TAGS = 64
+MAX_META = 64
+MIN_CHECK_INTERVAL_MS = 100
+MAX_CHECK_INTERVAL_MS = 3_600_000
+
+
+class ContractError(ValueError):
+    """A key or value that breaks the KV contract."""
+
+
+def decode_json(text: str | bytes) -> object:
+    """Decode one JSON value, refusing NaN and Infinity (JSON has neither)."""
+
+    def refuse_constant(constant: str) -> object:
+        raise ContractError(f"not valid JSON: {constant} is not a JSON number")
+
+    try:
+        return json.loads(text, parse_constant=refuse_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ContractError(f"not valid JSON: {error}") from error
+    except RecursionError as error:
+        raise ContractError("not valid JSON: nested too deeply") from error
+
+
+def canonical_json(value: object) -> str:
+    """The one text of a JSON value: sorted keys, no spaces."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as error:
+        raise ContractError(f"not a JSON value: {error}") from error
+
+
+def _object(value: object, what: str, allowed: Iterable[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ContractError(f"{what} must be a JSON object, got {type(value).__name__}")
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise ContractError(f"{what} has unknown field(s): {', '.join(map(str, unknown))}")
+    return value
+
+
+def _list(value: object, what: str, limit: int) -> list[Any]:
+    if not isinstance(value, list):
+        raise ContractError(f"{what} must be a list, got {type(value).__name__}")
+    if len(value) > limit:
+        raise ContractError(f"{what} has more than {limit} items")
+    return value
+
+
+_Choice = TypeVar("_Choice", Balance, OnEmpty, Health)
+
+
+def _enum(kind: type[_Choice], value: object, what: str) -> _Choice:
+    try:
+        if isinstance(value, str):
+            return kind(value)
+    except ValueError:
+        pass
+    choices = ", ".join(member.value for member in kind)
+    raise ContractError(f"{what} must be one of {choices}, got {value!r}")
+
+
+def parse_route(service: str, value: object) -> Route:
+    """A route: hosts, path prefix, balance algorithm and an optional active check."""
+    data = _object(value, "route", ("hosts", "path", "balance", "check"))
+    hosts = tuple(
+        sorted(
+            {
+                checks.hostname(host, f"hosts[{index}]")
+                for index, host in enumerate(_list(data.get("hosts", []), "hosts", MAX_HOSTS))
+            }
+        )
+    )
+    path = checks.path(data.get("path", "/"), "path")
+    balance = _enum(Balance, data.get("balance", Balance.ROUNDROBIN.value), "balance")
+    check = None
+    if data.get("check") is not None:
+        check_data = _object(data["check"], "check", ("path", "interval_ms"))
+        check = HealthCheck(
+            path=checks.path(check_data.get("path", "/"), "check.path"),
+            interval_ms=checks.integer(
+                check_data.get("interval_ms", 2000),
+                "check.interval_ms",
+                MIN_CHECK_INTERVAL_MS,
+                MAX_CHECK_INTERVAL_MS,
+            ),
+        )
+    return Route(service=service, hosts=hosts, path=path, balance=balance, check=check)
+
+
+def parse_split(service: str, value: object) -> Split:
+    """A split: `by` (tag or meta:<key>), named group shares summing to at most 100, on_empty."""
+    data = _object(value, "split", ("by", "groups", "on_empty"))
+    by = data.get("by", "tag")
+    if by != "tag" and not (isinstance(by, str) and by.startswith("meta:")):
+        raise ContractError(f"by must be 'tag' or 'meta:<key>', got {by!r}")
+    if by != "tag":
+        checks.meta_key(by.removeprefix("meta:"), "by's meta key")
+    groups_data = data.get("groups", {})
+    if not isinstance(groups_data, dict):
+        raise ContractError(f"groups must be a JSON object, got {type(groups_data).__name__}")
+    if len(groups_data) > MAX_GROUPS:
+        raise ContractError(f"groups has more than {MAX_GROUPS} entries")
+    groups = tuple(
+        (checks.group(name, "group name"), checks.share(share, f"groups.{name}"))
+        for name, share in groups_data.items()
+    )
+    total = sum(share for _, share in groups)
+    if total > 100.0 + 1e-9:
+        raise ContractError(f"group shares sum to {total:g}, more than 100")
+    on_empty = _enum(OnEmpty, data.get("on_empty", OnEmpty.REDISTRIBUTE.value), "on_empty")
+    return Split(service=service, by=by, groups=groups, on_empty=on_empty)
+
+
+def parse_instance(service: str, instance_id: str, value: object) -> Instance:
+    """An instance: address, port, tags, meta, relative weight and health."""
+    data = _object(value, "instance", ("address", "port", "tags", "meta", "weight", "health"))
+    if "address" not in data or "port" not in data:
+        raise ContractError("instance needs both address and port")
+    meta_data = data.get("meta", {})
+    if not isinstance(meta_data, dict):
+        raise ContractError(f"meta must be a JSON object, got {type(meta_data).__name__}")
+    if len(meta_data) > MAX_META:
+        raise ContractError(f"meta has more than {MAX_META} entries")
+    meta = tuple(
+        sorted(
+            (checks.meta_key(key), checks.meta_value(text, f"meta.{key}"))
+            for key, text in meta_data.items()
+        )
+    )
+    tags = tuple(
+        sorted(
+            {
+                checks.tag(tag, f"tags[{index}]")
+                for index, tag in enumerate(_list(data.get("tags", []), "tags", MAX_TAGS))
+            }
+        )
+    )
+    return Instance(
+        service=service,
+        id=instance_id,
+        address=checks.address(data["address"]),
+        port=checks.port(data["port"]),
+        tags=tags,
+        meta=meta,
+        weight=checks.integer(data.get("weight", 1), "weight", 0, checks.MAX_INSTANCE_WEIGHT),
+        health=_enum(Health, data.get("health", Health.PASSING.value), "health"),
+    )
+
+
+def parse_entry(key: str, value: object) -> Entry | None:
+    """The entry a relative key holds, None for a raw-only key; ContractError when invalid."""
+    parts = key.split("/")
+    try:
+        if parts[0] == "settings":
+            if len(parts) < 2 or not all(parts[1:]):
+                raise ContractError("a setting needs a name: settings/<name>")
+            return Setting(key="/".join(parts[1:]), json_text=canonical_json(value))
+        if parts[0] != "services":
+            return None
+        if len(parts) < 3:
+            raise ContractError(
+                "unknown key: expected services/<service>/route|split|instances/<id>"
+            )
+        service = checks.name(parts[1], "service name")
+        match parts[2:]:
+            case ["route"]:
+                return parse_route(service, value)
+            case ["split"]:
+                return parse_split(service, value)
+            case ["instances", instance]:
+                return parse_instance(service, checks.instance_id(instance), value)
+            case _:
+                raise ContractError(
+                    "unknown key: expected services/<service>/route|split|instances/<id>"
+                )
+    except CheckError as error:
+        raise ContractError(str(error)) from error
+
+
+Parsed = tuple[tuple[tuple[str, Entry], ...], tuple[tuple[str, Rejection], ...]]
+
+
+def parse_values(values: Mapping[str, object], *, describe: Callable[[str], str]) -> Parsed:
+    """Parse decoded values by relative key; `describe` names a key in refusals."""
+    entries: list[tuple[str, Entry]] = []
+    rejected: list[tuple[str, Rejection]] = []
+    for key in sorted(values):
+        try:
+            entry = parse_entry(key, values[key])
+        except ContractError as error:
+            rejected.append((key, Rejection(where=describe(key), message=str(error))))
+            continue
+        if entry is not None:
+            entries.append((key, entry))
+    return tuple(entries), tuple(rejected)
+
+
+def is_contract_key(key: str) -> bool:
+    """Whether a relative key falls under the contract (as opposed to a raw-only key)."""
+    return key.split("/", 1)[0] in ("services", "settings")
+
+
+def parse_raw(raw: Mapping[str, str], *, describe: Callable[[str], str]) -> Parsed:
+    """Decode and parse raw JSON texts by relative key (the KV stores' path)."""
+    decoded: dict[str, object] = {}
+    refused: list[tuple[str, Rejection]] = []
+    for key, text in raw.items():
+        if not is_contract_key(key):
+            continue
+        try:
+            decoded[key] = decode_json(text)
+        except ContractError as error:
+            refused.append((key, Rejection(where=describe(key), message=str(error))))
+    entries, rejected = parse_values(decoded, describe=describe)
+    return entries, tuple(sorted(rejected + tuple(refused), key=lambda pair: pair[0]))

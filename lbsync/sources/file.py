@@ -1,0 +1,123 @@
+"""The services file: the embedded default source, a TOML file in the KV contract's shapes.
+
+    [services.shop.route]                  -> services/shop/route
+    [services.shop.split]                  -> services/shop/split
+    [services.shop.instances.blue-1]       -> services/shop/instances/blue-1
+    [settings] name = value                -> settings/name
+    [kv] "app/key" = "text"                -> app/key (raw, for templates' `kv`)
+
+A file that cannot be read or is not valid TOML leaves the last good state in force; an entry
+that breaks the contract is refused with the file and the entry named, and the others apply.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from lbsync.model.contract import ContractError, canonical_json, parse_values
+from lbsync.model.values import Rejection, Snapshot
+from lbsync.sources.watch import changes
+
+Problems = list[tuple[str, str]]
+
+
+def flatten(document: dict[str, Any]) -> tuple[dict[str, object], dict[str, str], Problems]:
+    """The file's values by relative key, its raw `kv` texts, and (key, problem) pairs."""
+    values: dict[str, object] = {}
+    raw: dict[str, str] = {}
+    problems: Problems = []
+    for section, body in document.items():
+        if section not in ("services", "settings", "kv"):
+            problems.append((section, "unknown section (expected services, settings or kv)"))
+        elif not isinstance(body, dict):
+            problems.append((section, "must be a table"))
+        elif section == "services":
+            _flatten_services(body, values, problems)
+        elif section == "settings":
+            values.update({f"settings/{key}": value for key, value in body.items()})
+        else:
+            _flatten_kv(body, "", raw)
+    return values, raw, problems
+
+
+def _flatten_services(
+    services: dict[str, Any], values: dict[str, object], problems: Problems
+) -> None:
+    for service, body in services.items():
+        if not isinstance(body, dict):
+            problems.append((f"services/{service}", "must be a table"))
+            continue
+        for part, value in body.items():
+            if part != "instances":
+                values[f"services/{service}/{part}"] = value
+            elif not isinstance(value, dict):
+                problems.append((f"services/{service}/instances", "must be a table of instances"))
+            else:
+                for instance, data in value.items():
+                    values[f"services/{service}/instances/{instance}"] = data
+
+
+def _flatten_kv(table: dict[str, Any], prefix: str, raw: dict[str, str]) -> None:
+    for key, value in table.items():
+        if isinstance(value, dict):
+            _flatten_kv(value, f"{prefix}{key}/", raw)
+        else:
+            raw[f"{prefix}{key}"] = value if isinstance(value, str) else _json_or_str(value)
+
+
+def _json_or_str(value: object) -> str:
+    try:
+        return canonical_json(value)
+    except ContractError:
+        return str(value)
+
+
+def read_snapshot(path: Path, *, source: str = "file") -> Snapshot:
+    """Read and parse the services file into one snapshot (unusable when unreadable)."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        return Snapshot(source=source, usable=False, error=f"{path}: cannot read: {error}")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        return Snapshot(source=source, usable=False, error=f"{path}: not valid TOML: {error}")
+    values, raw, problems = flatten(document)
+
+    def describe(key: str) -> str:
+        return f"{path} [{key.replace('/', '.')}]"
+
+    entries, rejected = parse_values(values, describe=describe)
+    structural = tuple(
+        (key, Rejection(where=describe(key), message=message)) for key, message in problems
+    )
+    for key, value in values.items():
+        raw.setdefault(key, _json_or_str(value))
+    return Snapshot(
+        source=source,
+        entries=entries,
+        rejected=tuple(sorted(rejected + structural, key=lambda pair: pair[0])),
+        raw=tuple(sorted(raw.items())),
+    )
+
+
+class FileSource:
+    """Watches the services file; yields a snapshot at start and after each real change."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def name(self) -> str:
+        """The source's name in status and errors."""
+        return f"file:{self.path}"
+
+    async def snapshots(self) -> AsyncIterator[Snapshot]:
+        """Snapshots of the file, repeats dropped."""
+        last: Snapshot | None = None
+        async for _ in changes([self.path]):
+            snapshot = read_snapshot(self.path, source=self.name)
+            if snapshot != last:
+                last = snapshot
+                yield snapshot
