@@ -28,7 +28,13 @@ def main() -> None:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    ThreadingHTTPServer(("127.0.0.1", arguments.port), Handler).serve_forever()
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: object, client_address: object) -> None:
+            pass  # HAProxy's health checks close with a reset: not worth a traceback
+
+    Server(("127.0.0.1", arguments.port), Handler).serve_forever()
 
 
 if __name__ == "__main__":
