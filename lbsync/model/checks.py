@@ -18,6 +18,7 @@ GROUP_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 LABEL_RE: Final = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 PATH_RE: Final = re.compile(r"/[A-Za-z0-9._~%/:@+-]{0,255}")
 TAG_RE: Final = re.compile(r"[!$%&*+,\-./0-9:<=>?@A-Z\[\]^_a-z|~]{1,256}")
+SCOPE_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 META_KEY_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
 MAX_META_VALUE: Final = 512
 MAX_INSTANCE_WEIGHT: Final = 65535
@@ -73,9 +74,14 @@ def address(value: object, what: str = "address") -> str:
     """An IPv4 or IPv6 address, or a DNS host name."""
     text = _require_str(value, what)
     try:
-        return str(ipaddress.ip_address(text))
+        parsed = ipaddress.ip_address(text)
     except ValueError:
         pass
+    else:
+        scope = getattr(parsed, "scope_id", None)
+        if scope is not None and not SCOPE_RE.fullmatch(scope):
+            raise CheckError(f"{what} has an invalid IPv6 zone, got {_describe(text)}")
+        return str(parsed)
     try:
         return hostname(text, what)
     except CheckError:

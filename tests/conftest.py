@@ -1,0 +1,54 @@
+"""Fixtures: real HAProxy, nginx and backends on free loopback ports, in temporary directories."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support.ports import free_port
+from support.processes import Backends, HAProxy, Nginx
+from support.site import Site
+
+
+def _require(binary: str) -> None:
+    if shutil.which(binary) is None:
+        pytest.fail(f"{binary} is not installed: run scripts/install-system.sh --with-test-servers")
+
+
+@pytest.fixture
+def backends() -> Iterator[Callable[[list[str]], Backends]]:
+    """Start named backends; all are stopped at the end of the test."""
+    started: list[Backends] = []
+
+    def start(names: list[str]) -> Backends:
+        group = Backends.start(names)
+        started.append(group)
+        return group
+
+    yield start
+    for group in started:
+        group.stop()
+
+
+@pytest.fixture
+def haproxy_site(tmp_path: Path) -> Iterator[tuple[Site, HAProxy]]:
+    """A site whose target is a real HAProxy (started by the test once a config exists)."""
+    _require("haproxy")
+    site = Site(root=tmp_path, kind="haproxy", port=free_port())
+    site.write_config()
+    proxy = HAProxy(config=site.dest, master_socket=site.master_socket, port=site.port)
+    yield site, proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def nginx_site(tmp_path: Path) -> Iterator[tuple[Site, Nginx]]:
+    """A site whose target is a real nginx (started by the test once a config exists)."""
+    _require("nginx")
+    site = Site(root=tmp_path, kind="nginx", port=free_port())
+    site.write_config()
+    proxy = Nginx(config=site.dest, port=site.port, pidfile=site.pidfile)
+    yield site, proxy
+    proxy.stop()

@@ -1,0 +1,53 @@
+"""Tiny HTTP backends in one process: `python backend_server.py NAME=PORT ...`.
+
+Each answers every request with its own name (HTTP/1.1, keep-alive). Prints `ready` once all
+listen. A request to `/slow?ms=N` answers after N milliseconds (for in-flight tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+
+async def serve(name: str, port: int) -> asyncio.Server:
+    body = f"{name}\n".encode()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                request_line = head.split(b"\r\n", 1)[0].decode(errors="replace")
+                target = request_line.split(" ")[1] if " " in request_line else "/"
+                if target.startswith("/slow?ms="):
+                    await asyncio.sleep(int(target.split("=", 1)[1]) / 1000)
+                close = b"connection: close" in head.lower()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                    + f"Content-Length: {len(body)}\r\n".encode()
+                    + (b"Connection: close\r\n" if close else b"")
+                    + b"\r\n"
+                    + body
+                )
+                await writer.drain()
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+
+
+async def main(pairs: list[str]) -> None:
+    servers = []
+    for pair in pairs:
+        name, port = pair.split("=", 1)
+        servers.append(await serve(name, int(port)))
+    print("ready", flush=True)
+    await asyncio.gather(*(server.serve_forever() for server in servers))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))

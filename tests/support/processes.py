@@ -1,0 +1,138 @@
+"""Real HAProxy, nginx and backend processes on loopback, stopped by PID."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from support.ports import free_port, is_listening
+from support.waiting import wait_until
+
+SUPPORT = Path(__file__).parent
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """Terminate a process (and wait), killing it if it does not stop in time."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
+@dataclass
+class Backends:
+    """Named HTTP backends in one helper process; each answers with its name."""
+
+    ports: dict[str, int]
+    process: subprocess.Popen[bytes]
+
+    @classmethod
+    def start(cls, names: list[str]) -> Backends:
+        ports = {name: free_port() for name in names}
+        process = subprocess.Popen(
+            [sys.executable, str(SUPPORT / "backend_server.py")]
+            + [f"{name}={port}" for name, port in ports.items()],
+            stdout=subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == b"ready"
+        return cls(ports=ports, process=process)
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def master_cli(socket_path: Path, command: str, timeout: float = 2.0) -> str:
+    """One command on HAProxy's master CLI (synchronous, for tests)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(timeout)
+        client.connect(str(socket_path))
+        client.sendall(command.encode() + b"\n")
+        client.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := client.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+@dataclass
+class HAProxy:
+    """A master-worker HAProxy started on an existing config file."""
+
+    config: Path
+    master_socket: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+    def start(self) -> None:
+        self.log = self.config.with_suffix(".log")
+        with self.log.open("wb") as output:
+            self.process = subprocess.Popen(
+                ["haproxy", "-W", "-S", str(self.master_socket), "-f", str(self.config)],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(lambda: self.worker_pids() != (), 10, "HAProxy's first worker")
+        wait_until(lambda: is_listening(self.port), 10, f"HAProxy listening on {self.port}")
+
+    def worker_pids(self) -> tuple[int, ...]:
+        """The current workers' PIDs (empty while the master CLI does not answer)."""
+        try:
+            text = master_cli(self.master_socket, "show proc")
+        except OSError:
+            return ()
+        current = text.split("# old workers", 1)[0]
+        return tuple(
+            int(line.split()[0])
+            for line in current.splitlines()
+            if len(line.split()) > 1 and line.split()[1] == "worker"
+        )
+
+    def failed_reloads(self) -> int:
+        text = master_cli(self.master_socket, "show proc")
+        for line in text.splitlines():
+            if " master " in f" {line} ":
+                return int(line.split("[failed:")[1].split("]")[0])
+        raise AssertionError(f"no master line in {text!r}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+
+@dataclass
+class Nginx:
+    """An nginx master (not daemonised) started on an existing nginx.conf."""
+
+    config: Path
+    port: int
+    pidfile: Path
+    process: subprocess.Popen[bytes] | None = None
+    log: Path | None = field(default=None)
+
+    def start(self) -> None:
+        self.log = self.config.with_suffix(".log")
+        with self.log.open("wb") as output:
+            self.process = subprocess.Popen(
+                ["nginx", "-c", str(self.config), "-g", "daemon off;"],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(lambda: is_listening(self.port), 10, f"nginx listening on {self.port}")
+        wait_until(self.pidfile.exists, 10, "nginx's pidfile")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGQUIT)
+            stop_process(self.process)

@@ -1,0 +1,96 @@
+"""A test site: a temporary directory with lbsync.toml, a services file and a run directory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lbsync.config import Config, load
+from lbsync.daemon import Daemon
+from support.servicesfile import services_toml, write_atomically
+
+
+@dataclass
+class Site:
+    """Everything one lbsync instance under test reads and writes."""
+
+    root: Path
+    kind: str
+    port: int
+
+    @property
+    def services(self) -> Path:
+        return self.root / "services.toml"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "lbsync.toml"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def dest(self) -> Path:
+        return self.run_dir / ("haproxy.cfg" if self.kind == "haproxy" else "nginx.conf")
+
+    @property
+    def master_socket(self) -> Path:
+        return self.run_dir / "master.sock"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.run_dir / "nginx.pid"
+
+    def write_config(self, *, template: Path | None = None, extra: str = "") -> None:
+        """lbsync.toml for one target of this site's kind, reloading its real process."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.kind == "haproxy":
+            reload = f'{{ method = "master-cli", socket = "{self.master_socket}" }}'
+            variables = f'bind = ["127.0.0.1:{self.port}"]\nhard_stop_after = "30s"\n'
+        else:
+            reload = f'{{ method = "signal", pidfile = "{self.pidfile}", signal = "HUP" }}'
+            variables = f'bind = ["127.0.0.1:{self.port}"]\nworker_processes = 1\n'
+        template_line = f'template = "{template}"\n' if template else ""
+        self.config_path.write_text(
+            f'[source.file]\npath = "{self.services}"\n\n'
+            '[apply]\nmin_wait = "50ms"\nmax_wait = "500ms"\n\n'
+            f'[[target]]\nname = "{self.kind}"\nkind = "{self.kind}"\n'
+            f'dest = "{self.dest}"\n{template_line}reload = {reload}\n{extra}\n'
+            f"[target.vars]\n{variables}"
+        )
+
+    def write_services(self, services: dict[str, dict[str, Any]]) -> None:
+        write_atomically(self.services, services_toml(services))
+
+    def config(self) -> Config:
+        return load(self.config_path, environ={})
+
+    def lbsync(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run the real `lbsync` command line against this site."""
+        return subprocess.run(
+            [sys.executable, "-m", "lbsync", "-c", str(self.config_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(config: Config) -> AsyncIterator[Daemon]:
+    """An lbsync daemon in this event loop, stopped (and checked for errors) on exit."""
+    daemon = Daemon(config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    try:
+        yield daemon
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
