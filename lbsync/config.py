@@ -236,13 +236,22 @@ def _reload(reader: _Reader, kind: TargetKind, state_file: Path | None) -> Reloa
     return config
 
 
+def _target_name(table: Mapping[str, Any], index: int) -> str:
+    """A target's name: its own, else its kind (the first target) or kind and index."""
+    name = table.get("name")
+    if isinstance(name, str):
+        return name
+    kind = str(table.get("kind", TargetKind.HAPROXY.value))
+    return kind if index == 0 else f"{kind}{index}"
+
+
 def _target(reader: _Reader, index: int) -> TargetConfig:
     reader.check_known(
         {"name", "kind", "template", "dest", "validate", "validate_timeout", "reload", "mode"}
         | {"backup", "vars"}
     )
     kind = reader.choice("kind", TargetKind, TargetKind.HAPROXY)
-    name = reader.text("name", kind.value if index == 0 else f"{kind.value}{index}")
+    name = reader.text("name", _target_name(reader.table, index))
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
         raise ConfigError(f"{reader.name('name')}: letters, digits, '_' and '-' only")
     if kind is TargetKind.GENERIC and "template" not in reader.table:
@@ -317,17 +326,18 @@ def apply_environment(document: dict[str, Any], environ: Mapping[str, str]) -> d
             for key in table:
                 paths.setdefault(f"{section}_{key}".upper(), [section, key])
     targets = document.get("target", [])
-    for target in targets if isinstance(targets, list) else []:
-        if isinstance(target, dict) and isinstance(target.get("name"), str):
-            stem = f"TARGET_{target['name'].upper().replace('-', '_')}"
-            for key in (*target, "dest", "template", "validate", "mode"):
-                paths.setdefault(f"{stem}_{key.upper()}", ["target", target["name"], key])
-            for key in _VARS.get(TargetKind(target.get("kind", "haproxy")), {}) | {
-                **(target.get("vars") or {})
-            }:
-                paths.setdefault(
-                    f"{stem}_VARS_{key.upper()}", ["target", target["name"], "vars", key]
-                )
+    for index, target in enumerate(targets if isinstance(targets, list) else []):
+        if not isinstance(target, dict):
+            continue
+        name = _target_name(target, index)
+        stem = f"TARGET_{name.upper().replace('-', '_')}"
+        for key in (*target, "dest", "template", "validate", "mode"):
+            paths.setdefault(f"{stem}_{key.upper()}", ["target", name, key])
+        kind = target.get("kind", TargetKind.HAPROXY.value)
+        known_vars = set(_VARS[TargetKind(kind)]) if kind in set(TargetKind) else set()
+        own_vars = target.get("vars")
+        for key in known_vars | set(own_vars if isinstance(own_vars, dict) else ()):
+            paths.setdefault(f"{stem}_VARS_{key.upper()}", ["target", name, "vars", key])
     for variable, text in environ.items():
         if not variable.startswith(ENV_PREFIX) or variable == "LBSYNC_CONFIG":
             continue
@@ -336,8 +346,8 @@ def apply_environment(document: dict[str, Any], environ: Mapping[str, str]) -> d
             continue
         value = _env_value(text)
         if path[0] == "target":
-            for target in result["target"]:
-                if target.get("name") == path[1]:
+            for index, target in enumerate(result["target"]):
+                if isinstance(target, dict) and _target_name(target, index) == path[1]:
                     _set_path(target, path[2:], value)
         else:
             _set_path(result, path, value)

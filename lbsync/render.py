@@ -1,9 +1,10 @@
 """Rendering: desired state + template -> configuration text. Pure apart from reading templates.
 
 The template context is a versioned interface (see docs/templates.md); version 1 holds:
-`services` (exposed services), `all_services`, `http_rules` (HAProxy rule order),
-`virtual_hosts` (nginx server blocks), `settings` (decoded JSON), `kv` (raw keys: `get`, `ls`),
-`vars` (the target's free variables), `rejected`, and `lbsync` (versions).
+`services` (exposed services), `service_index` (name -> 1-based position), `all_services`,
+`http_rules` (HAProxy rule order), `virtual_hosts` (nginx server blocks), `settings` (decoded
+JSON), `kv` (raw keys: `get`, `ls`), `vars` (the target's free variables), `rejected`, and
+`lbsync` (versions).
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ def context(state: DesiredState, variables: Mapping[str, Any]) -> dict[str, Any]
     """The template context, version `CONTEXT_VERSION`."""
     return {
         "services": state.exposed,
+        "service_index": {service.name: n for n, service in enumerate(state.exposed, 1)},
         "all_services": state.services,
         "http_rules": http_rules(state),
         "virtual_hosts": virtual_hosts(state),

@@ -24,7 +24,11 @@ MAX_META_VALUE: Final = 512
 MAX_INSTANCE_WEIGHT: Final = 65535
 
 
-class CheckError(ValueError):
+class ContractError(ValueError):
+    """A key or value that breaks the KV contract."""
+
+
+class CheckError(ContractError):
     """A value does not have the shape its field requires."""
 
 

@@ -14,11 +14,21 @@ Each refusal names its key, and one bad key never hides the others.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from lbsync.model import checks
-from lbsync.model.checks import CheckError
+from lbsync.model.checks import ContractError
+
+__all__ = [
+    "ContractError",
+    "canonical_json",
+    "decode_json",
+    "parse_entry",
+    "parse_raw",
+    "parse_values",
+]
 from lbsync.model.values import (
     Balance,
     Entry,
@@ -40,18 +50,20 @@ MIN_CHECK_INTERVAL_MS = 100
 MAX_CHECK_INTERVAL_MS = 3_600_000
 
 
-class ContractError(ValueError):
-    """A key or value that breaks the KV contract."""
-
-
 def decode_json(text: str | bytes) -> object:
     """Decode one JSON value, refusing NaN and Infinity (JSON has neither)."""
 
     def refuse_constant(constant: str) -> object:
         raise ContractError(f"not valid JSON: {constant} is not a JSON number")
 
+    def finite(number: str) -> float:
+        value = float(number)
+        if not math.isfinite(value):
+            raise ContractError(f"number {number} is too large")
+        return value
+
     try:
-        return json.loads(text, parse_constant=refuse_constant)
+        return json.loads(text, parse_constant=refuse_constant, parse_float=finite)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ContractError(f"not valid JSON: {error}") from error
     except RecursionError as error:
@@ -61,7 +73,9 @@ def decode_json(text: str | bytes) -> object:
 def canonical_json(value: object) -> str:
     """The one text of a JSON value: sorted keys, no spaces."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
     except (TypeError, ValueError) as error:
         raise ContractError(f"not a JSON value: {error}") from error
 
@@ -107,7 +121,7 @@ def parse_route(service: str, value: object) -> Route:
             }
         )
     )
-    path = checks.path(data.get("path", "/"), "path")
+    path = checks.path(data.get("path", "/"), "path").rstrip("/") or "/"  # /api/ is /api
     balance = _enum(Balance, data.get("balance", Balance.ROUNDROBIN.value), "balance")
     check = None
     if data.get("check") is not None:
@@ -187,31 +201,24 @@ def parse_instance(service: str, instance_id: str, value: object) -> Instance:
 def parse_entry(key: str, value: object) -> Entry | None:
     """The entry a relative key holds, None for a raw-only key; ContractError when invalid."""
     parts = key.split("/")
-    try:
-        if parts[0] == "settings":
-            if len(parts) < 2 or not all(parts[1:]):
-                raise ContractError("a setting needs a name: settings/<name>")
-            return Setting(key="/".join(parts[1:]), json_text=canonical_json(value))
-        if parts[0] != "services":
-            return None
-        if len(parts) < 3:
+    if parts[0] == "settings":
+        if len(parts) < 2 or not all(parts[1:]):
+            raise ContractError("a setting needs a name: settings/<name>")
+        return Setting(key="/".join(parts[1:]), json_text=canonical_json(value))
+    if parts[0] != "services":
+        return None
+    service = checks.name(parts[1], "service name") if len(parts) > 1 else ""
+    match parts[2:]:
+        case ["route"]:
+            return parse_route(service, value)
+        case ["split"]:
+            return parse_split(service, value)
+        case ["instances", instance]:
+            return parse_instance(service, checks.instance_id(instance), value)
+        case _:
             raise ContractError(
                 "unknown key: expected services/<service>/route|split|instances/<id>"
             )
-        service = checks.name(parts[1], "service name")
-        match parts[2:]:
-            case ["route"]:
-                return parse_route(service, value)
-            case ["split"]:
-                return parse_split(service, value)
-            case ["instances", instance]:
-                return parse_instance(service, checks.instance_id(instance), value)
-            case _:
-                raise ContractError(
-                    "unknown key: expected services/<service>/route|split|instances/<id>"
-                )
-    except CheckError as error:
-        raise ContractError(str(error)) from error
 
 
 Parsed = tuple[tuple[tuple[str, Entry], ...], tuple[tuple[str, Rejection], ...]]

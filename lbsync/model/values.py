@@ -6,7 +6,6 @@ compare equal and the same input always renders the same bytes.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -63,12 +62,10 @@ class Instance:
 
     @property
     def endpoint(self) -> str:
-        """`address:port`, with IPv6 addresses in brackets as both HAProxy and nginx expect."""
-        try:
-            is_v6 = ipaddress.ip_address(self.address).version == 6
-        except ValueError:
-            is_v6 = False
-        host = f"[{self.address}]" if is_v6 else self.address
+        """`address:port`, with IPv6 addresses in brackets as both HAProxy and nginx expect.
+
+        Addresses are checked at the boundary: only an IPv6 address contains a colon."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
         return f"{host}:{self.port}"
 
     def meta_value(self, key: str) -> str | None:

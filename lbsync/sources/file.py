@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from lbsync.model.contract import ContractError, canonical_json, parse_values
+from lbsync.model.checks import ContractError
+from lbsync.model.contract import canonical_json, parse_values
 from lbsync.model.values import Rejection, Snapshot
 from lbsync.sources.watch import changes
 

@@ -1,0 +1,245 @@
+"""The KV contract: valid entries are normalised, and every bad key or value is refused by name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lbsync.model.contract import ContractError, parse_entry, parse_raw, parse_values
+from lbsync.model.values import (
+    Balance,
+    Health,
+    HealthCheck,
+    Instance,
+    OnEmpty,
+    Rejection,
+    Route,
+    Setting,
+    Split,
+)
+
+ROUTE = "services/shop/route"
+SPLIT = "services/shop/split"
+BLUE = "services/shop/instances/blue-1"
+GOOD_INSTANCE = {"address": "10.0.0.5", "port": 8080}
+
+
+def describe(key: str) -> str:
+    return f"etcd lbsync/{key}"
+
+
+def inst(**changes: object) -> dict[str, object]:
+    return {**GOOD_INSTANCE, **changes}
+
+
+def test_a_route_is_parsed_with_hosts_normalised_and_the_path_without_its_trailing_slash() -> None:
+    value = {
+        "hosts": ["Shop.Example.com", "a.example.com", "shop.example.com"],
+        "path": "/api/",
+        "balance": "leastconn",
+        "check": {"path": "/health", "interval_ms": 500},
+    }
+    assert parse_entry(ROUTE, value) == Route(
+        service="shop",
+        hosts=("a.example.com", "shop.example.com"),
+        path="/api",
+        balance=Balance.LEASTCONN,
+        check=HealthCheck(path="/health", interval_ms=500),
+    )
+
+
+def test_a_route_has_defaults_for_every_field() -> None:
+    assert parse_entry(ROUTE, {}) == Route(service="shop", hosts=(), path="/", check=None)
+
+
+def test_a_split_keeps_its_groups_in_key_order() -> None:
+    value = {"by": "meta:version", "groups": {"1.5": 10, "1.4": 90}, "on_empty": "fail"}
+    assert parse_entry(SPLIT, value) == Split(
+        service="shop",
+        by="meta:version",
+        groups=(("1.5", 10.0), ("1.4", 90.0)),
+        on_empty=OnEmpty.FAIL,
+    )
+
+
+def test_a_split_may_sum_to_exactly_100_or_less() -> None:
+    parsed = parse_entry(SPLIT, {"groups": {"blue": 33.3, "green": 66.7}})
+    assert isinstance(parsed, Split)
+    assert parsed.named_total == pytest.approx(100)
+    assert parsed.on_empty is OnEmpty.REDISTRIBUTE
+    assert parse_entry(SPLIT, {}) == Split(service="shop", by="tag", groups=())
+
+
+def test_an_instance_is_parsed_with_tags_sorted_and_deduplicated() -> None:
+    value = {
+        "address": "2001:DB8::0:1",
+        "port": 8080,
+        "tags": ["green", "canary", "green"],
+        "meta": {"version": "1.4", "az": "b"},
+        "weight": 3,
+        "health": "warning",
+    }
+    assert parse_entry(BLUE, value) == Instance(
+        service="shop",
+        id="blue-1",
+        address="2001:db8::1",
+        port=8080,
+        tags=("canary", "green"),
+        meta=(("az", "b"), ("version", "1.4")),
+        weight=3,
+        health=Health.WARNING,
+    )
+
+
+def test_an_integral_float_is_accepted_as_an_integer() -> None:
+    parsed = parse_entry(BLUE, inst(port=8080.0, weight=2.0))
+    assert isinstance(parsed, Instance)
+    assert (parsed.port, parsed.weight) == (8080, 2)
+
+
+def test_a_setting_keeps_canonical_json() -> None:
+    parsed = parse_entry("settings/db/pool", {"size": 5, "hosts": ["a", "b"]})
+    assert parsed == Setting(key="db/pool", json_text='{"hosts":["a","b"],"size":5}')
+
+
+def test_a_key_outside_services_and_settings_is_raw_only() -> None:
+    assert parse_entry("app/feature-flag", "anything at all") is None
+
+
+case = pytest.param
+BAD_VALUES = [
+    case(ROUTE, {"hosts": [], "port": 80}, "route has unknown field(s)", id="route unknown field"),
+    case(BLUE, inst(colour="blue"), "unknown field(s): colour", id="instance unknown"),
+    case(SPLIT, {"groups": {}, "extra": 1}, "unknown field(s): extra", id="split unknown"),
+    case(ROUTE, {"check": {"path": "/", "timeout": 1}}, "check has unknown", id="check unknown"),
+    case(SPLIT, {"groups": {"blue": -5}}, "groups.blue", id="negative share"),
+    case(SPLIT, {"groups": {"blue": 100, "green": 30}}, "sum to 130", id="sum 130"),
+    case(SPLIT, {"groups": {"blue": "10"}}, "groups.blue must be a number", id="share as string"),
+    case(SPLIT, {"groups": {"blue": True}}, "groups.blue must be a number", id="share true"),
+    case(SPLIT, {"groups": {"blue green": 10}}, "group name", id="group name with space"),
+    case(SPLIT, {"groups": ["blue"]}, "groups must be a JSON object", id="groups as list"),
+    case(SPLIT, {"by": "colour"}, "by must be", id="unknown by"),
+    case(SPLIT, {"by": "meta:"}, "meta key", id="by meta without key"),
+    case(SPLIT, {"on_empty": "drop"}, "on_empty must be one of", id="unknown on_empty"),
+    case(BLUE, inst(weight=-1), "weight must be between 0 and 65535", id="weight -1"),
+    case(BLUE, inst(weight=70000), "weight must be between", id="weight 70000"),
+    case(BLUE, inst(weight=True), "weight must be an integer", id="weight true"),
+    case(BLUE, inst(weight=1.5), "weight must be an integer", id="weight 1.5"),
+    case(BLUE, inst(port=0), "port must be between 1 and 65535", id="port 0"),
+    case(BLUE, inst(port=65536), "port must be between", id="port 65536"),
+    case(BLUE, inst(port="80"), "port must be an integer", id="port as string"),
+    case(BLUE, {"address": "10.0.0.5"}, "address and port", id="port missing"),
+    case(BLUE, inst(address="10.0.0.5 backup"), "address", id="address with space"),
+    case(BLUE, inst(address="a\nserver x"), "address", id="address with newline"),
+    case(BLUE, inst(address="a#b"), "address", id="address with hash"),
+    case(BLUE, inst(address='a"b'), "address", id="address with quote"),
+    case(BLUE, inst(address="a}b"), "address", id="address with brace"),
+    case(BLUE, inst(address="a;b"), "address", id="address with semicolon"),
+    case(BLUE, inst(address=167772165), "address must be a string", id="address as number"),
+    case(BLUE, inst(address="fe80::1%eth0;\n#{}"), "address", id="IPv6 zone with a directive"),
+    case(BLUE, inst(health="sick"), "health must be one of", id="unknown health"),
+    case(BLUE, inst(tags=["a b"]), "tags[0]", id="tag with space"),
+    case(BLUE, inst(tags="blue"), "tags must be a list", id="tags as string"),
+    case(BLUE, inst(meta={"a b": "x"}), "meta key", id="meta key with space"),
+    case(BLUE, inst(meta={"v": "a\nb"}), "meta.v", id="meta value with newline"),
+    case(ROUTE, {"hosts": ["shop example.com"]}, "hosts[0]", id="host with space"),
+    case(ROUTE, {"hosts": ["ok.com", "shop\texample"]}, "hosts[1]", id="host with tab"),
+    case(ROUTE, {"hosts": ["shop{.com"]}, "hosts[0]", id="host with brace"),
+    case(ROUTE, {"hosts": "shop.com"}, "hosts must be a list", id="hosts as string"),
+    case(ROUTE, {"path": "api"}, "path must be a URL path", id="path without slash"),
+    case(ROUTE, {"path": "/a b"}, "path", id="path with space"),
+    case(ROUTE, {"path": '/a"b'}, "path", id="path with quote"),
+    case(ROUTE, {"path": "/a{b"}, "path", id="path with brace"),
+    case(ROUTE, {"path": "/a\nb"}, "path", id="path with newline"),
+    case(ROUTE, {"balance": "source"}, "balance must be one of", id="unknown balance"),
+    case(ROUTE, {"check": {"path": "health"}}, "check.path", id="check path without slash"),
+    case(ROUTE, {"check": {"interval_ms": 5}}, "check.interval_ms", id="check too often"),
+    case(ROUTE, ["shop.example.com"], "route must be a JSON object", id="route as list"),
+    case("services/shop/foo", {}, "unknown key", id="unknown key under a service"),
+    case("services/shop", {}, "unknown key", id="service without a kind"),
+    case("services/shop/instances", {}, "unknown key", id="instances without id"),
+    case("services/shop/instances/a/b", GOOD_INSTANCE, "unknown key", id="instance id with slash"),
+    case("services/shop/instances/a b", GOOD_INSTANCE, "instance id", id="instance id with space"),
+    case("services/sh op/route", {}, "service name", id="service name with space"),
+    case("services/-shop/route", {}, "service name", id="service name with leading dash"),
+    case("services/shop;x/route", {}, "service name", id="service name with semicolon"),
+    case("settings", 1, "a setting needs a name", id="setting without name"),
+    case("settings/a//b", 1, "a setting needs a name", id="setting with empty part"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("key", "value", "named"), BAD_VALUES)
+def test_a_bad_value_is_refused_naming_the_field(key: str, value: object, named: str) -> None:
+    with pytest.raises(ContractError) as caught:
+        parse_entry(key, value)
+    assert named in str(caught.value)
+
+
+@pytest.mark.parametrize(("key", "value", "named"), BAD_VALUES)
+def test_a_bad_value_is_rejected_by_parse_raw_naming_the_key(
+    key: str, value: object, named: str
+) -> None:
+    entries, rejected = parse_raw({key: json.dumps(value)}, describe=describe)
+    assert entries == ()
+    assert len(rejected) == 1
+    assert rejected[0][0] == key
+    assert rejected[0][1].where == f"etcd lbsync/{key}"
+    assert named in rejected[0][1].message
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        pytest.param('{"address": "10.0.0.5", "port": ', "not valid JSON", id="malformed"),
+        pytest.param('{"address": "10.0.0.5", "port": NaN}', "NaN", id="NaN"),
+        pytest.param('{"address": "10.0.0.5", "port": Infinity}', "Infinity", id="Infinity"),
+        pytest.param('{"address": "10.0.0.5", "port": -Infinity}', "-Infinity", id="-Infinity"),
+        pytest.param("", "not valid JSON", id="empty text"),
+    ],
+)
+def test_text_that_is_not_json_is_rejected_naming_the_key(text: str, named: str) -> None:
+    entries, rejected = parse_raw({BLUE: text}, describe=describe)
+    assert entries == ()
+    assert [(key, r.where) for key, r in rejected] == [(BLUE, f"etcd lbsync/{BLUE}")]
+    assert "not valid JSON" in rejected[0][1].message
+    assert named in rejected[0][1].message
+
+
+def test_a_number_too_large_for_a_float_never_becomes_infinity() -> None:
+    entries, rejected = parse_raw({"settings/limit": "1e400"}, describe=describe)
+    assert [e.json_text for _, e in entries if isinstance(e, Setting)] == []
+    assert [key for key, _ in rejected] == ["settings/limit"]
+
+
+def test_one_bad_key_never_hides_the_others() -> None:
+    raw = {
+        BLUE: json.dumps(GOOD_INSTANCE),
+        SPLIT: json.dumps({"groups": {"blue": 100, "green": 30}}),
+        ROUTE: json.dumps({"hosts": ["shop.example.com"]}),
+    }
+    entries, rejected = parse_raw(raw, describe=describe)
+    assert [key for key, _ in entries] == [BLUE, ROUTE]
+    assert rejected == (
+        (SPLIT, Rejection(f"etcd lbsync/{SPLIT}", "group shares sum to 130, more than 100")),
+    )
+
+
+def test_parse_raw_ignores_raw_only_keys_even_when_they_are_not_json() -> None:
+    entries, rejected = parse_raw(
+        {"app/motd": "hello, not JSON", "settings/owner": '"platform"'}, describe=describe
+    )
+    assert entries == (("settings/owner", Setting(key="owner", json_text='"platform"')),)
+    assert rejected == ()
+
+
+def test_parse_values_sorts_entries_and_rejections_by_key() -> None:
+    values: dict[str, object] = {
+        "services/b/instances/x": GOOD_INSTANCE,
+        "services/a/instances/y": GOOD_INSTANCE,
+        "services/b/route": {"path": "b"},
+        "services/a/route": {"path": "a"},
+    }
+    entries, rejected = parse_values(values, describe=describe)
+    assert [key for key, _ in entries] == ["services/a/instances/y", "services/b/instances/x"]
+    assert [key for key, _ in rejected] == ["services/a/route", "services/b/route"]
