@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from support.processes import Backends, HAProxy
 from support.servicesfile import instance, write_atomically
-from support.site import Site, running_daemon
+from support.site import Site, next_cycle, running_daemon
 from support.traffic import tally
 
 from lbsync.config import TEMPLATES_DIR
@@ -48,10 +48,7 @@ class Running:
     template: Path
 
     async def next_cycle(self, change: Callable[[], None]) -> ApplyReport:
-        cycles = self.daemon.status.cycles
-        change()
-        status = await self.daemon.wait_for(lambda s: s.cycles > cycles, 10)
-        return status.targets[0]
+        return (await next_cycle(self.daemon, change)).targets[0]
 
     async def still_serving(self, worker: tuple[int, ...]) -> None:
         assert self.proxy.worker_pids() == worker

@@ -11,7 +11,10 @@ import asyncio
 import collections
 import contextlib
 import json
+import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 
 class Tally:
@@ -85,6 +88,29 @@ async def fresh_client(port: int, host: str, tally: Tally, stop: asyncio.Event) 
         finally:
             if writer is not None:
                 writer.close()
+
+
+def start(
+    port: int, host: str, keepalive: int, fresh: int, limit: float = 120
+) -> subprocess.Popen[str]:
+    """Start this script as a load process; returns once its clients run."""
+    arguments = [str(port), host, str(keepalive), str(fresh), str(limit)]
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__)), *arguments],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "started"
+    return process
+
+
+def stop(process: subprocess.Popen[str]) -> dict[str, Any]:
+    """Stop a load process (closing its input) and return its tally."""
+    output, _ = process.communicate(input="", timeout=60)
+    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    return result
 
 
 async def main(port: int, host: str, keepalive: int, fresh: int, seconds: float) -> None:

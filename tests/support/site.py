@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lbsync.config import Config, load
 from lbsync.daemon import Daemon
+from lbsync.status import Status
 from support.servicesfile import services_toml, write_atomically
 
 
@@ -81,6 +82,13 @@ class Site:
             timeout=timeout,
             check=False,
         )
+
+
+async def next_cycle(daemon: Daemon, change: Callable[[], None], timeout: float = 10) -> Status:
+    """Make a change and wait for the daemon's next apply cycle."""
+    cycles = daemon.status.cycles
+    change()
+    return await daemon.wait_for(lambda status: status.cycles > cycles, timeout)
 
 
 @contextlib.asynccontextmanager
