@@ -82,6 +82,12 @@ class Daemon:
             for stale in fsio.remove_stale_stages(runner.config.dest):
                 log.warning("removed %s left by an interrupted write", stale)
 
+        log.info(
+            "lbsync started: sources %s; targets %s",
+            ", ".join(source.name for source in self.sources),
+            ", ".join(f"{r.config.name} -> {r.config.dest}" for r in self.runners),
+        )
+
         async def until_stopped() -> None:
             await stop.wait()
             raise _Stopped
@@ -94,7 +100,7 @@ class Daemon:
                 group.create_task(self._pipeline())
                 group.create_task(until_stopped())
         except* _Stopped:
-            pass
+            log.info("lbsync stopped")
         finally:
             if self._retry is not None:
                 self._retry.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,30 @@ def test_once_exits_0_when_written_and_1_when_the_services_file_is_broken(
     broken = site.lbsync("once")
     assert broken.returncode == 1
     assert "not valid TOML" in broken.stderr and str(site.services) in broken.stderr
+
+
+def test_a_generic_target_renders_raw_keys_and_runs_its_reload_command(tmp_path: Path) -> None:
+    template = tmp_path / "flags.j2"
+    template.write_text(
+        "{% for name in kv.ls('flags') %}{{ name }}={{ kv.get('flags/' ~ name) }}\n{% endfor %}"
+        "owner={{ settings.owner }}\n"
+    )
+    marker = tmp_path / "reloaded"
+    dest = tmp_path / "flags.env"
+    (tmp_path / "lbsync.toml").write_text(
+        '[source.file]\npath = "services.toml"\n\n'
+        f'[[target]]\nkind = "generic"\ntemplate = "{template}"\ndest = "{dest}"\n'
+        f'reload = {{ method = "command", argv = ["touch", "{marker}"] }}\n'
+    )
+    (tmp_path / "services.toml").write_text(
+        '[settings]\nowner = "platform"\n\n[kv.flags]\ncheckout = "on"\nsearch = "off"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "lbsync", "-c", str(tmp_path / "lbsync.toml"), "once"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert dest.read_text() == "checkout=on\nsearch=off\nowner=platform\n"
+    assert marker.exists()
