@@ -18,12 +18,18 @@ from pathlib import Path
 
 from lbsync import __version__, fsio, validate
 from lbsync.config import Config, ConfigError, load
-from lbsync.daemon import Daemon, first_snapshots, sources_for
+from lbsync.daemon import Daemon, etcd_source, first_snapshots, sources_for
 from lbsync.model.catalog import merge
+from lbsync.model.checks import ContractError
 from lbsync.model.values import Catalog
 from lbsync.reconcile import TargetRunner
+from lbsync.register import instance_value, register
 from lbsync.render import RenderError
 from lbsync.state import DesiredState, build
+
+
+class UsageError(Exception):
+    """A command-line argument that cannot be used."""
 
 
 class SourceError(Exception):
@@ -60,6 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     render = commands.add_parser("render", help="print the rendered configuration")
     render.add_argument("--target", help="target name (default: the first)")
     commands.add_parser("check", help="check configuration, templates and rendered output")
+    register = commands.add_parser(
+        "register", help="register an instance in etcd under a lease while this runs"
+    )
+    register.add_argument("service")
+    register.add_argument("instance_id", metavar="id")
+    register.add_argument("--address", required=True)
+    register.add_argument("--port", type=int, required=True)
+    register.add_argument("--tag", action="append", default=[], help="repeatable")
+    register.add_argument("--meta", action="append", default=[], help="KEY=VALUE, repeatable")
+    register.add_argument("--weight", type=int, default=1)
+    register.add_argument("--ttl", type=int, default=10, help="lease TTL in seconds (min 2)")
     return parser
 
 
@@ -128,6 +145,39 @@ async def _check(config: Config) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+async def _register(config: Config, arguments: argparse.Namespace) -> int:
+    if config.etcd_source is None:
+        raise ConfigError("source.etcd: `register` needs an etcd source")
+    meta = dict(item.partition("=")[::2] for item in arguments.meta)
+    try:
+        value = instance_value(
+            service=arguments.service,
+            instance_id=arguments.instance_id,
+            address=arguments.address,
+            port=arguments.port,
+            tags=arguments.tag,
+            meta=meta,
+            weight=arguments.weight,
+        )
+    except ContractError as error:
+        raise UsageError(f"register: {error}") from error
+    if arguments.ttl < 2:
+        raise UsageError("register: --ttl must be at least 2 seconds")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, stop.set)
+    await register(
+        etcd_source(config.etcd_source),
+        service=arguments.service,
+        instance_id=arguments.instance_id,
+        value=value,
+        ttl=arguments.ttl,
+        stop=stop,
+    )
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `lbsync` command."""
     arguments = _parser().parse_args(argv)
@@ -145,9 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return asyncio.run(_once(config))
             case "render":
                 return asyncio.run(_render(config, arguments.target))
+            case "register":
+                return asyncio.run(_register(config, arguments))
             case _:
                 return asyncio.run(_check(config))
-    except ConfigError as error:
+    except (ConfigError, UsageError) as error:
         print(f"lbsync: {error}", file=sys.stderr)
         return EXIT_USAGE
     except (SourceError, RenderError, TimeoutError) as error:

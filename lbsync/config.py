@@ -93,12 +93,32 @@ class FileSourceConfig:
 
 
 @dataclass(frozen=True)
+class EtcdSourceConfig:
+    """An etcd v3 cluster holding the KV contract under a prefix."""
+
+    endpoints: tuple[str, ...]
+    prefix: str = "lbsync/"
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    request_timeout: float = 5.0
+    idle_timeout: float = 30.0
+
+
+SourceConfig = FileSourceConfig | EtcdSourceConfig
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
     path: Path
     targets: tuple[TargetConfig, ...]
     file_source: FileSourceConfig | None = None
+    etcd_source: EtcdSourceConfig | None = None
+    source_order: tuple[str, ...] = ("file",)
     health_mode: HealthMode = HealthMode.PASSING
     min_wait: float = 0.2
     max_wait: float = 2.0
@@ -211,6 +231,53 @@ class _Reader:
         return _Reader(value, self.name(key), self.base)
 
 
+def _prefix(reader: _Reader) -> str:
+    prefix = reader.text("prefix", "lbsync/").strip("/")
+    if not re.fullmatch(r"[A-Za-z0-9_.\-/]+", prefix):
+        raise ConfigError(f"{reader.name('prefix')}: letters, digits, '_', '.', '-' and '/' only")
+    return prefix + "/"
+
+
+def _secret(reader: _Reader, key: str) -> str | None:
+    """A secret given inline or, better, in a file named by `<key>_file`."""
+    if f"{key}_file" in reader.table:
+        path = reader.path(f"{key}_file")
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ConfigError(
+                f"{reader.name(key + '_file')}: cannot read {path}: {error}"
+            ) from error
+    return reader.text(key) if key in reader.table else None
+
+
+def _etcd(reader: _Reader) -> EtcdSourceConfig:
+    reader.check_known(
+        {"endpoints", "prefix", "username", "password", "password_file", "ca_file"}
+        | {"cert_file", "key_file", "request_timeout", "idle_timeout"}
+    )
+    endpoints = reader.argv("endpoints", ())
+    if not endpoints or not all(re.fullmatch(r"https?://[^/\s]+/?", e) for e in endpoints):
+        raise ConfigError(f"{reader.name('endpoints')}: a list of http(s)://host:port URLs")
+    if ("cert_file" in reader.table) != ("key_file" in reader.table):
+        raise ConfigError(f"{reader.name('cert_file')}: cert_file and key_file go together")
+    username = reader.text("username") if "username" in reader.table else None
+    password = _secret(reader, "password")
+    if (username is None) != (password is None):
+        raise ConfigError(f"{reader.name('username')}: username and password go together")
+    return EtcdSourceConfig(
+        endpoints=tuple(e.rstrip("/") for e in endpoints),
+        prefix=_prefix(reader),
+        username=username,
+        password=password,
+        ca_file=reader.optional_path("ca_file"),
+        cert_file=reader.optional_path("cert_file"),
+        key_file=reader.optional_path("key_file"),
+        request_timeout=reader.duration("request_timeout", 5.0),
+        idle_timeout=reader.duration("idle_timeout", 30.0),
+    )
+
+
 def _reload(reader: _Reader, kind: TargetKind, state_file: Path | None) -> ReloadConfig:
     reader.check_known({"method", "socket", "pidfile", "signal", "argv", "timeout"})
     default = ReloadMethod.NONE
@@ -310,6 +377,11 @@ def _set_path(document: dict[str, Any], path: list[str], value: Any) -> None:
 
 _KNOWN_PATHS = (
     ("source", "file", "path"),
+    ("source", "etcd", "endpoints"),
+    ("source", "etcd", "prefix"),
+    ("source", "etcd", "username"),
+    ("source", "etcd", "password"),
+    ("source", "etcd", "password_file"),
     ("health",),
     ("apply", "min_wait"),
     ("apply", "max_wait"),
@@ -365,13 +437,14 @@ def parse(document: Mapping[str, Any], path: Path) -> Config:
 def _parse(root: _Reader) -> Config:
     root.check_known({"source", "target", "apply", "api", "health"})
     sources = root.table_at("source")
-    sources.check_known({"file"})
+    sources.check_known({"file", "etcd"})
     file_source = None
     if "file" in sources.table:
         file_reader = sources.table_at("file")
         file_reader.check_known({"path"})
         file_source = FileSourceConfig(path=file_reader.path("path"))
-    if file_source is None:
+    etcd_source = _etcd(sources.table_at("etcd")) if "etcd" in sources.table else None
+    if not sources.table:
         raise ConfigError("source: at least one source is required, e.g. [source.file]")
     targets_data = root.table.get("target", [])
     if not isinstance(targets_data, list) or not targets_data:
@@ -399,6 +472,8 @@ def _parse(root: _Reader) -> Config:
         path=root.base,
         targets=tuple(targets),
         file_source=file_source,
+        etcd_source=etcd_source,
+        source_order=tuple(sources.table),
         health_mode=root.choice("health", HealthMode, HealthMode.PASSING),
         min_wait=min_wait,
         max_wait=max_wait,

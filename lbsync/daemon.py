@@ -13,13 +13,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from lbsync import fsio
-from lbsync.config import Config
+from lbsync.config import Config, EtcdSourceConfig
 from lbsync.debounce import quiesce
 from lbsync.model.catalog import carry_forward, merge
 from lbsync.model.values import Catalog, Snapshot
 from lbsync.reconcile import TargetRunner
 from lbsync.report import ApplyReport
 from lbsync.sources import Source
+from lbsync.sources.etcd.source import EtcdSource
 from lbsync.sources.file import FileSource
 from lbsync.sources.watch import changes
 from lbsync.state import DesiredState, build
@@ -38,9 +39,27 @@ class _Stopped(Exception):
 def sources_for(config: Config) -> list[Source]:
     """The configured sources, in the order that decides which wins a shared key."""
     sources: list[Source] = []
-    if config.file_source is not None:
-        sources.append(FileSource(config.file_source.path))
+    for kind in config.source_order:
+        if kind == "file" and config.file_source is not None:
+            sources.append(FileSource(config.file_source.path))
+        elif kind == "etcd" and config.etcd_source is not None:
+            sources.append(etcd_source(config.etcd_source))
     return sources
+
+
+def etcd_source(config: EtcdSourceConfig) -> EtcdSource:
+    """The etcd source for a configuration (also what `register` writes through)."""
+    return EtcdSource(
+        endpoints=config.endpoints,
+        prefix=config.prefix,
+        username=config.username,
+        password=config.password,
+        ca_file=config.ca_file,
+        cert_file=config.cert_file,
+        key_file=config.key_file,
+        request_timeout=config.request_timeout,
+        idle_timeout=config.idle_timeout,
+    )
 
 
 def log_report(report: ApplyReport) -> None:

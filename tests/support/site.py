@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -49,8 +50,11 @@ class Site:
     def pidfile(self) -> Path:
         return self.run_dir / "nginx.pid"
 
-    def write_config(self, *, template: Path | None = None, extra: str = "") -> None:
-        """lbsync.toml for one target of this site's kind, reloading its real process."""
+    def write_config(
+        self, *, template: Path | None = None, extra: str = "", source: str | None = None
+    ) -> None:
+        """lbsync.toml for one target of this site's kind, reloading its real process; the
+        services file is the source unless `source` gives the `[source.*]` tables."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.kind == "haproxy":
             reload = f'{{ method = "master-cli", socket = "{self.master_socket}" }}'
@@ -59,8 +63,10 @@ class Site:
             reload = f'{{ method = "signal", pidfile = "{self.pidfile}", signal = "HUP" }}'
             variables = f'bind = ["127.0.0.1:{self.port}"]\nworker_processes = 1\n'
         template_line = f'template = "{template}"\n' if template else ""
+        if source is None:
+            source = f'[source.file]\npath = "{self.services}"\n'
         self.config_path.write_text(
-            f'[source.file]\npath = "{self.services}"\n\n'
+            f"{source}\n"
             '[apply]\nmin_wait = "50ms"\nmax_wait = "500ms"\n\n'
             f'[[target]]\nname = "{self.kind}"\nkind = "{self.kind}"\n'
             f'dest = "{self.dest}"\n{template_line}reload = {reload}\n{extra}\n'
@@ -89,6 +95,30 @@ async def next_cycle(daemon: Daemon, change: Callable[[], None], timeout: float 
     cycles = daemon.status.cycles
     change()
     return await daemon.wait_for(lambda status: status.cycles > cycles, timeout)
+
+
+def is_live(status: Status, dest: Path) -> bool:
+    """Whether the first target's last cycle ended with the file on disk running."""
+    if not status.targets or status.targets[0].outcome not in ("applied", "unchanged"):
+        return False
+    on_disk = hashlib.sha256(dest.read_bytes()).hexdigest()[:16] if dest.exists() else None
+    return status.targets[0].digest == on_disk
+
+
+async def until_live(
+    daemon: Daemon, dest: Path, condition: Callable[[str], bool], timeout: float = 10
+) -> Status:
+    """Wait until the file on disk satisfies `condition` and the proxy runs it."""
+
+    def done(status: Status) -> bool:
+        return dest.exists() and condition(dest.read_text()) and is_live(status, dest)
+
+    try:
+        return await daemon.wait_for(done, timeout)
+    except TimeoutError:
+        raise AssertionError(
+            f"{dest} never became live as expected: {daemon.status.targets}"
+        ) from None
 
 
 @contextlib.asynccontextmanager

@@ -1,0 +1,106 @@
+"""lbsync.toml's sources: etcd settings, secrets from files, source order, errors by name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from lbsync.config import Config, ConfigError, load
+
+TARGET = '\n[[target]]\ndest = "run/haproxy.cfg"\n'
+
+
+def load_text(tmp_path: Path, text: str, environ: Mapping[str, str] | None = None) -> Config:
+    path = tmp_path / "lbsync.toml"
+    path.write_text(text + TARGET)
+    return load(path, environ={} if environ is None else environ)
+
+
+def test_an_etcd_source_has_defaults(tmp_path: Path) -> None:
+    config = load_text(tmp_path, '[source.etcd]\nendpoints = ["http://127.0.0.1:2379"]\n')
+    etcd = config.etcd_source
+    assert etcd is not None
+    assert (etcd.prefix, etcd.username, etcd.password) == ("lbsync/", None, None)
+    assert (etcd.request_timeout, etcd.idle_timeout) == (5.0, 30.0)
+    assert config.file_source is None
+
+
+def test_etcd_settings_are_read_with_paths_relative_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "etcd.password").write_text("s3cret\n")
+    config = load_text(
+        tmp_path,
+        '[source.etcd]\nendpoints = ["https://10.0.0.1:2379/", "https://10.0.0.2:2379"]\n'
+        'prefix = "/team/lb"\nusername = "lbsync"\npassword_file = "etcd.password"\n'
+        'ca_file = "ca.pem"\ncert_file = "c.pem"\nkey_file = "k.pem"\nidle_timeout = "10s"\n',
+    )
+    etcd = config.etcd_source
+    assert etcd is not None
+    assert etcd.endpoints == ("https://10.0.0.1:2379", "https://10.0.0.2:2379")
+    assert etcd.prefix == "team/lb/"
+    assert (etcd.username, etcd.password) == ("lbsync", "s3cret")
+    assert etcd.ca_file == tmp_path / "ca.pem"
+    assert etcd.idle_timeout == 10.0
+    assert config.source_order == ("etcd",)
+
+
+def test_sources_keep_the_order_of_the_file(tmp_path: Path) -> None:
+    config = load_text(
+        tmp_path,
+        '[source.etcd]\nendpoints = ["http://127.0.0.1:2379"]\n\n'
+        '[source.file]\npath = "services.toml"\n',
+    )
+    assert config.source_order == ("etcd", "file")
+
+
+def test_the_etcd_password_can_come_from_the_environment(tmp_path: Path) -> None:
+    config = load_text(
+        tmp_path,
+        '[source.etcd]\nendpoints = ["http://127.0.0.1:2379"]\nusername = "lbsync"\n'
+        'password = "from-file"\n',
+        {"LBSYNC_SOURCE_ETCD_PASSWORD": "from-env"},
+    )
+    assert config.etcd_source is not None and config.etcd_source.password == "from-env"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[source.etcd]\n", "source.etcd.endpoints: a list of http(s)://host:port URLs"),
+        ('[source.etcd]\nendpoints = ["10.0.0.1:2379"]\n', "source.etcd.endpoints"),
+        (
+            '[source.etcd]\nendpoints = ["http://a:1"]\nusername = "u"\n',
+            "source.etcd.username: username and password go together",
+        ),
+        (
+            '[source.etcd]\nendpoints = ["http://a:1"]\ncert_file = "c"\n',
+            "source.etcd.cert_file: cert_file and key_file go together",
+        ),
+        (
+            '[source.etcd]\nendpoints = ["http://a:1"]\nprefix = "a b"\n',
+            "source.etcd.prefix",
+        ),
+        (
+            '[source.etcd]\nendpoints = ["http://a:1"]\nusername = "u"\n'
+            'password_file = "missing"\n',
+            "source.etcd.password_file: cannot read",
+        ),
+        ('[source.etcd]\nendpoints = ["http://a:1"]\nendpoint = "x"\n', "source.etcd.endpoint:"),
+        ("[source.zookeeper]\n", "source.zookeeper: unknown setting"),
+    ],
+    ids=[
+        "no endpoints",
+        "endpoint without scheme",
+        "username without password",
+        "cert without key",
+        "prefix with a space",
+        "missing password file",
+        "unknown setting",
+        "unknown source",
+    ],
+)
+def test_a_bad_source_setting_is_named(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=r"lbsync\.toml: ") as caught:
+        load_text(tmp_path, text)
+    assert message in str(caught.value)
