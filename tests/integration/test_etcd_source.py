@@ -277,3 +277,27 @@ def _b64(text: str) -> str:
     import base64
 
     return base64.b64encode(text.encode()).decode()
+
+
+async def test_a_generic_target_reads_raw_keys_under_the_prefix(
+    etcd: EtcdServer, client: EtcdClient, tmp_path: Path
+) -> None:
+    await client.put("lbsync/app/flags/checkout", "on")
+    await client.put("lbsync/app/flags/search", "off")
+    await client.put("lbsync/settings/owner", '"platform"')
+    template = tmp_path / "flags.j2"
+    template.write_text(
+        "{% for f in kv.ls('app/flags') %}{{ f }}={{ kv.get('app/flags/' ~ f) }}\n{% endfor %}"
+        "owner={{ settings.owner }}\n"
+    )
+    dest = tmp_path / "flags.env"
+    config = tmp_path / "lbsync.toml"
+    config.write_text(
+        etcd_toml(etcd)
+        + f'\n[[target]]\nkind = "generic"\ntemplate = "{template}"\ndest = "{dest}"\n'
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lbsync", "-c", str(config), "once"
+    )
+    assert await process.wait() == 0
+    assert dest.read_text() == "checkout=on\nsearch=off\nowner=platform\n"
