@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.etcd import EtcdServer, make_tls_files
+from support.etcd import EtcdServer, b64, make_tls_files
 from support.processes import Backends, HAProxy
 from support.site import Site, running_daemon, until_live
 from support.traffic import tally
@@ -185,7 +185,7 @@ def test_tls_with_a_client_certificate_through_the_command_line(tmp_path: Path) 
     server = EtcdServer(root=tmp_path / "etcd", tls=tls)
     server.start()
     try:
-        server.post("/v3/kv/put", {"key": "bGJzeW5jL3NlcnZpY2VzL3Nob3Avcm91dGU=", "value": "e30="})
+        server.post("/v3/kv/put", {"key": b64("lbsync/services/shop/route"), "value": b64("{}")})
         site = Site(root=tmp_path / "site", kind="haproxy", port=8)
         site.write_config(
             source=etcd_toml(
@@ -235,7 +235,7 @@ def test_register_keeps_an_instance_while_it_runs(etcd: EtcdServer, tmp_path: Pa
     key = "lbsync/services/shop/instances/web-1"
 
     def present() -> bool:
-        status, answer = etcd.post_raw("/v3/kv/range", {"key": _b64(key)})
+        status, answer = etcd.post_raw("/v3/kv/range", {"key": b64(key)})
         return status == 200 and int(answer.get("count", "0")) == 1
 
     def start() -> subprocess.Popen[bytes]:
@@ -268,15 +268,9 @@ def test_register_refuses_an_invalid_instance_and_writes_nothing(
     assert result.returncode == 2
     assert "address" in result.stderr
     status, answer = etcd.post_raw(
-        "/v3/kv/range", {"key": _b64("lbsync/"), "range_end": _b64("lbsync0")}
+        "/v3/kv/range", {"key": b64("lbsync/"), "range_end": b64("lbsync0")}
     )
     assert status == 200 and "kvs" not in answer
-
-
-def _b64(text: str) -> str:
-    import base64
-
-    return base64.b64encode(text.encode()).decode()
 
 
 async def test_a_generic_target_reads_raw_keys_under_the_prefix(
