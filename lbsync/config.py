@@ -107,7 +107,21 @@ class EtcdSourceConfig:
     idle_timeout: float = 30.0
 
 
-SourceConfig = FileSourceConfig | EtcdSourceConfig
+@dataclass(frozen=True)
+class ConsulSourceConfig:
+    """A Consul agent (or several): KV under a prefix, catalog instances and their health."""
+
+    addresses: tuple[str, ...]
+    prefix: str = "lbsync/"
+    token: str | None = None
+    datacenter: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    wait: float = 30.0
+
+
+SourceConfig = FileSourceConfig | EtcdSourceConfig | ConsulSourceConfig
 
 
 @dataclass(frozen=True)
@@ -118,6 +132,7 @@ class Config:
     targets: tuple[TargetConfig, ...]
     file_source: FileSourceConfig | None = None
     etcd_source: EtcdSourceConfig | None = None
+    consul_source: ConsulSourceConfig | None = None
     source_order: tuple[str, ...] = ("file",)
     health_mode: HealthMode = HealthMode.PASSING
     min_wait: float = 0.2
@@ -278,6 +293,32 @@ def _etcd(reader: _Reader) -> EtcdSourceConfig:
     )
 
 
+def _consul(reader: _Reader) -> ConsulSourceConfig:
+    reader.check_known(
+        {"addresses", "prefix", "token", "token_file", "datacenter", "ca_file", "cert_file"}
+        | {"key_file", "wait"}
+    )
+    addresses = reader.argv("addresses", ("http://127.0.0.1:8500",))
+    if not all(re.fullmatch(r"https?://[^/\s]+/?", address) for address in addresses):
+        raise ConfigError(f"{reader.name('addresses')}: a list of http(s)://host:port URLs")
+    if "cert_file" in reader.table and "key_file" not in reader.table:
+        raise ConfigError(f"{reader.name('key_file')}: required with cert_file")
+    datacenter = reader.text("datacenter") if "datacenter" in reader.table else None
+    wait = reader.duration("wait", 30.0)
+    if not 0 < wait <= 600:
+        raise ConfigError(f"{reader.name('wait')}: between 0 and 10 minutes")
+    return ConsulSourceConfig(
+        addresses=tuple(address.rstrip("/") for address in addresses),
+        prefix=_prefix(reader),
+        token=_secret(reader, "token"),
+        datacenter=datacenter,
+        ca_file=reader.optional_path("ca_file"),
+        cert_file=reader.optional_path("cert_file"),
+        key_file=reader.optional_path("key_file"),
+        wait=wait,
+    )
+
+
 def _reload(reader: _Reader, kind: TargetKind, state_file: Path | None) -> ReloadConfig:
     reader.check_known({"method", "socket", "pidfile", "signal", "argv", "timeout"})
     default = ReloadMethod.NONE
@@ -382,6 +423,11 @@ _KNOWN_PATHS = (
     ("source", "etcd", "username"),
     ("source", "etcd", "password"),
     ("source", "etcd", "password_file"),
+    ("source", "consul", "addresses"),
+    ("source", "consul", "prefix"),
+    ("source", "consul", "token"),
+    ("source", "consul", "token_file"),
+    ("source", "consul", "datacenter"),
     ("health",),
     ("apply", "min_wait"),
     ("apply", "max_wait"),
@@ -437,13 +483,14 @@ def parse(document: Mapping[str, Any], path: Path) -> Config:
 def _parse(root: _Reader) -> Config:
     root.check_known({"source", "target", "apply", "api", "health"})
     sources = root.table_at("source")
-    sources.check_known({"file", "etcd"})
+    sources.check_known({"file", "etcd", "consul"})
     file_source = None
     if "file" in sources.table:
         file_reader = sources.table_at("file")
         file_reader.check_known({"path"})
         file_source = FileSourceConfig(path=file_reader.path("path"))
     etcd_source = _etcd(sources.table_at("etcd")) if "etcd" in sources.table else None
+    consul_source = _consul(sources.table_at("consul")) if "consul" in sources.table else None
     if not sources.table:
         raise ConfigError("source: at least one source is required, e.g. [source.file]")
     targets_data = root.table.get("target", [])
@@ -473,6 +520,7 @@ def _parse(root: _Reader) -> Config:
         targets=tuple(targets),
         file_source=file_source,
         etcd_source=etcd_source,
+        consul_source=consul_source,
         source_order=tuple(sources.table),
         health_mode=root.choice("health", HealthMode, HealthMode.PASSING),
         min_wait=min_wait,
@@ -491,4 +539,9 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
     environ = os.environ if environ is None else environ
-    return parse(apply_environment(document, environ), path)
+    document = apply_environment(document, environ)
+    consul = document.get("source", {}).get("consul")
+    token = environ.get("CONSUL_HTTP_TOKEN")  # Consul's own variable, as its CLI reads it
+    if isinstance(consul, dict) and token and not {"token", "token_file"} & set(consul):
+        consul["token"] = token
+    return parse(document, path)

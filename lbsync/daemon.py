@@ -20,6 +20,7 @@ from lbsync.model.values import Catalog, Snapshot
 from lbsync.reconcile import TargetRunner
 from lbsync.report import ApplyReport
 from lbsync.sources import Source
+from lbsync.sources.consul import ConsulSource
 from lbsync.sources.etcd.source import EtcdSource
 from lbsync.sources.file import FileSource
 from lbsync.sources.watch import changes
@@ -44,6 +45,20 @@ def sources_for(config: Config) -> list[Source]:
             sources.append(FileSource(config.file_source.path))
         elif kind == "etcd" and config.etcd_source is not None:
             sources.append(etcd_source(config.etcd_source))
+        elif kind == "consul" and config.consul_source is not None:
+            consul = config.consul_source
+            sources.append(
+                ConsulSource(
+                    addresses=consul.addresses,
+                    prefix=consul.prefix,
+                    token=consul.token,
+                    datacenter=consul.datacenter,
+                    ca_file=consul.ca_file,
+                    cert_file=consul.cert_file,
+                    key_file=consul.key_file,
+                    wait=consul.wait,
+                )
+            )
     return sources
 
 

@@ -1,0 +1,288 @@
+"""Consul's catalog and KV answers as KV-contract entries: pure functions, table-tested.
+
+Instance mapping (DESIGN.md §2, "Consul catalog mapping"), one entry per health-endpoint item
+(`/v1/health/service/<svc>`, all instances, not only passing ones, so failing ones are reported):
+
+- id: `Service.ID`; when the same ID is registered on several nodes, every copy becomes
+  `<node>:<id>` (ids must fit the instance-id charset, else the instance is refused);
+- address: `Service.Address`, else `Node.Address`; port: `Service.Port`;
+- tags and meta: `Service.Tags` and `Service.Meta` (a tag or meta pair outside the contract's
+  charset is left out and reported: one odd Fabio tag must not take the instance away);
+- health: the worst of the node's and the service's checks; `serfHealth` failing is simply a
+  critical check; `_node_maintenance` and `_service_maintenance:<id>` are MAINTENANCE;
+- weight: `Weights.Passing`, or `Weights.Warning` when the worst check is warning (0 drains).
+
+Everything goes through `parse_instance`, so a catalog value is checked exactly like a KV one:
+an address with a newline is refused and named, never rendered.
+
+Routes come from KV (`services/<svc>/route`) or from instance tags `lbsync.route=<host><path>`
+(`lbsync.route=/api` means any host); a KV route key, even a refused one, wins over tags.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from lbsync.model import checks
+from lbsync.model.checks import ContractError
+from lbsync.model.contract import parse_instance, parse_raw, parse_route
+from lbsync.model.values import Entry, Health, Instance, Rejection, Route, Snapshot
+
+ROUTE_TAG: Final = "lbsync.route="
+NODE_MAINTENANCE: Final = "_node_maintenance"
+SERVICE_MAINTENANCE: Final = "_service_maintenance:"
+
+_STATUS: Final = {
+    "passing": Health.PASSING,
+    "warning": Health.WARNING,
+    "critical": Health.CRITICAL,
+    "maintenance": Health.MAINTENANCE,
+}
+
+Pairs = tuple[tuple[str, Entry], ...]
+Refusals = tuple[tuple[str, Rejection], ...]
+
+
+@dataclass(frozen=True)
+class KVView:
+    """The KV prefix as read once: raw texts by relative key, and what the contract made of them."""
+
+    raw: tuple[tuple[str, str], ...] = ()
+    entries: Pairs = ()
+    rejected: Refusals = ()
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    """One exposed service's instances as the health endpoint reported them, mapped."""
+
+    entries: tuple[tuple[str, Instance], ...] = ()
+    rejected: Refusals = ()
+
+
+def instance_key(service: str, instance_id: str) -> str:
+    """The relative key an instance lives under, in KV and in snapshots alike."""
+    return f"services/{service}/instances/{instance_id}"
+
+
+def route_key(service: str) -> str:
+    """The relative key of a service's route."""
+    return f"services/{service}/route"
+
+
+def kv_view(items: Iterable[tuple[str, bytes | None]], *, prefix: str) -> KVView:
+    """Map a recursive KV read (absolute key, value) to raw texts and contract entries.
+
+    Folder markers (keys ending in `/` with no value) are skipped; a value that is not UTF-8 is
+    refused by name (templates only ever see text).
+    """
+    raw: dict[str, str] = {}
+    refused: list[tuple[str, Rejection]] = []
+    for key, value in items:
+        if not key.startswith(prefix):
+            continue
+        relative = key[len(prefix) :]
+        if not relative or (relative.endswith("/") and not value):
+            continue
+        try:
+            raw[relative] = (value or b"").decode("utf-8")
+        except UnicodeDecodeError as error:
+            refused.append(
+                (relative, Rejection(where=f"consul key {key}", message=f"not UTF-8 text: {error}"))
+            )
+    entries, rejected = parse_raw(raw, describe=lambda relative: f"consul key {prefix}{relative}")
+    return KVView(
+        raw=tuple(sorted(raw.items())),
+        entries=entries,
+        rejected=tuple(sorted(rejected + tuple(refused), key=lambda pair: pair[0])),
+    )
+
+
+def check_health(check: Mapping[str, Any]) -> Health:
+    """One check's state: maintenance checks by their ids, others by status (unknown: critical)."""
+    check_id = str(check.get("CheckID") or "")
+    if check_id == NODE_MAINTENANCE or check_id.startswith(SERVICE_MAINTENANCE):
+        return Health.MAINTENANCE
+    return _STATUS.get(str(check.get("Status") or ""), Health.CRITICAL)
+
+
+def instance_health(node_checks: Iterable[Mapping[str, Any]], service_id: str) -> Health:
+    """The worst of the node's checks and this service instance's checks (passing if none)."""
+    states = [
+        check_health(check)
+        for check in node_checks
+        if (check.get("ServiceID") or "") in ("", service_id)
+    ]
+    return max(states, key=lambda state: state.rank, default=Health.PASSING)
+
+
+def instance_weight(weights: Mapping[str, Any] | None, health: Health) -> object:
+    """`Weights.Warning` when the instance is in warning, else `Weights.Passing` (Consul: 1, 1)."""
+    weights = weights or {}
+    if health is Health.WARNING:
+        return weights.get("Warning", 1)
+    return weights.get("Passing", 1)
+
+
+def _printable_id(value: object) -> str:
+    text = str(value)
+    return text if checks.INSTANCE_ID_RE.fullmatch(text) else repr(text)
+
+
+def _kept_tags(tags: object, where: str, notes: list[tuple[str, Rejection]], key: str) -> list[str]:
+    kept: list[str] = []
+    for tag in tags if isinstance(tags, list) else []:
+        try:
+            kept.append(checks.tag(tag))
+        except ContractError as error:
+            notes.append((key, Rejection(where=where, message=f"tag left out: {error}")))
+    return kept
+
+
+def _kept_meta(
+    meta: object, where: str, notes: list[tuple[str, Rejection]], key: str
+) -> dict[str, str]:
+    kept: dict[str, str] = {}
+    for name, value in (meta if isinstance(meta, dict) else {}).items():
+        try:
+            kept[checks.meta_key(name)] = checks.meta_value(value, f"meta.{name}")
+        except ContractError as error:
+            notes.append((key, Rejection(where=where, message=f"meta left out: {error}")))
+    return kept
+
+
+def service_view(service: str, nodes: Sequence[Mapping[str, Any]]) -> ServiceView:
+    """Map one service's health-endpoint items to instance entries, refusing bad ones by name."""
+    ids = Counter(str((item.get("Service") or {}).get("ID") or "") for item in nodes)
+    entries: dict[str, Instance] = {}
+    rejected: list[tuple[str, Rejection]] = []
+    for item in nodes:
+        node = item.get("Node") or {}
+        registration = item.get("Service") or {}
+        service_id = str(registration.get("ID") or "")
+        raw_id = f"{node.get('Node')}:{service_id}" if ids[service_id] > 1 else service_id
+        key = instance_key(service, raw_id)
+        where = f"consul service {service} instance {_printable_id(raw_id)}"
+        try:
+            instance_id = checks.instance_id(raw_id)
+            health = instance_health(item.get("Checks") or (), service_id)
+            instance = parse_instance(
+                service,
+                instance_id,
+                {
+                    "address": registration.get("Address") or node.get("Address"),
+                    "port": registration.get("Port"),
+                    "tags": _kept_tags(registration.get("Tags"), where, rejected, key),
+                    "meta": _kept_meta(registration.get("Meta"), where, rejected, key),
+                    "weight": instance_weight(registration.get("Weights"), health),
+                    "health": health.value,
+                },
+            )
+        except ContractError as error:
+            rejected.append((key, Rejection(where=where, message=str(error))))
+            continue
+        entries[key] = instance
+    return ServiceView(
+        entries=tuple(sorted(entries.items())),
+        rejected=tuple(sorted(rejected, key=lambda pair: pair[0])),
+    )
+
+
+def tag_route(service: str, tags: Iterable[str]) -> Route | None:
+    """The route that `lbsync.route=<host><path>` tags ask for; None without such a tag.
+
+    Several tags add hosts; a tag without a host (`lbsync.route=/api`) means any host, so it
+    drops the host list; tags that disagree on the path are refused (a route has one path).
+    """
+    hosts: set[str] = set()
+    any_host = False
+    paths: set[str] = set()
+    for tag in tags:
+        if not tag.startswith(ROUTE_TAG):
+            continue
+        target = tag[len(ROUTE_TAG) :]
+        if not target:  # an unset template variable, not a wish to catch every host and path
+            raise ContractError(f"tag {tag!r} names no host and no path")
+        host, slash, path = target.partition("/")
+        if host:
+            hosts.add(checks.hostname(host, f"host in tag {tag!r}"))
+        else:
+            any_host = True
+        paths.add(checks.path(slash + path if slash else "/", f"path in tag {tag!r}").rstrip("/"))
+    if not paths:
+        return None
+    if len(paths) > 1:
+        listed = ", ".join(sorted(path or "/" for path in paths))
+        raise ContractError(f"{ROUTE_TAG} tags disagree on the path ({listed})")
+    return parse_route(
+        service, {"hosts": [] if any_host else sorted(hosts), "path": paths.pop() or "/"}
+    )
+
+
+def kv_routed(view: KVView) -> frozenset[str]:
+    """Services that have a route key in KV (valid or refused: either way KV owns the route)."""
+    services: set[str] = set()
+    for key, _ in view.raw:
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == "services" and parts[2] == "route":
+            services.add(parts[1])
+    return frozenset(services)
+
+
+def exposed(view: KVView, catalog: Mapping[str, Sequence[str]]) -> frozenset[str]:
+    """Services whose health must be watched: routed (KV or tag), valid name, in the catalog."""
+    wanted = kv_routed(view) | {
+        service for service, tags in catalog.items() if any(t.startswith(ROUTE_TAG) for t in tags)
+    }
+    return frozenset(
+        service
+        for service in wanted
+        if service in catalog and checks.NAME_RE.fullmatch(service) is not None
+    )
+
+
+def compose(
+    *,
+    source: str,
+    kv: KVView,
+    catalog: Mapping[str, Sequence[str]],
+    services: Mapping[str, ServiceView],
+) -> Snapshot:
+    """One whole snapshot: KV entries, tag routes where KV has none, and catalog instances.
+
+    A KV instance key wins over a catalog instance with the same key (and the clash is reported).
+    """
+    entries: dict[str, Entry] = dict(kv.entries)
+    rejected: list[tuple[str, Rejection]] = list(kv.rejected)
+    owned_by_kv = {key for key, _ in kv.raw}
+    routed_in_kv = kv_routed(kv)
+    for service in sorted(set(catalog) - routed_in_kv):
+        if checks.NAME_RE.fullmatch(service) is None:
+            continue
+        try:
+            route = tag_route(service, catalog[service])
+        except ContractError as error:
+            where = f"consul service {service} tags"
+            rejected.append((route_key(service), Rejection(where=where, message=str(error))))
+            continue
+        if route is not None:
+            entries[route_key(service)] = route
+    for service in sorted(services):
+        view = services[service]
+        rejected.extend(view.rejected)
+        for key, instance in view.entries:
+            if key in owned_by_kv:
+                where = f"consul service {service} instance {instance.id}"
+                message = "the KV key with the same instance id is used instead"
+                rejected.append((key, Rejection(where=where, message=message)))
+            else:
+                entries[key] = instance
+    return Snapshot(
+        source=source,
+        entries=tuple(sorted(entries.items(), key=lambda pair: pair[0])),
+        rejected=tuple(sorted(rejected, key=lambda pair: pair[0])),
+        raw=kv.raw,
+    )

@@ -1,0 +1,123 @@
+"""Consul end to end: catalog health decides what a real HAProxy routes to, splits measured
+through it, and an ACL refusal that keeps the last good configuration serving."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support.consul import ConsulAgent, consul_binary, running_agent
+from support.processes import Backends, HAProxy
+from support.site import Site, running_daemon, until_live
+from support.traffic import shares, tally
+
+HOST = "shop.example.com"
+BLUE_GREEN = {"blue": ["blue-1", "blue-2"], "green": ["green-1"]}
+
+
+def weight(text: str, server: str) -> int | None:
+    """A server's weight in a rendered HAProxy file, None when it is not there."""
+    found = re.search(rf"^    server {re.escape(server)} \S+ weight (\d+)", text, re.MULTILINE)
+    return int(found.group(1)) if found else None
+
+
+def consul_toml(agent: ConsulAgent, token: str | None = None) -> str:
+    line = f'token = "{token}"\n' if token else ""
+    return f'[source.consul]\naddresses = ["{agent.address}"]\nwait = "5s"\n{line}'
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[ConsulAgent]:
+    if consul_binary() is None:
+        pytest.fail("consul is not installed: run scripts/install-system.sh --with-test-servers")
+    with running_agent(tmp_path / "consul") as started:
+        yield started
+
+
+@dataclass
+class Shop:
+    site: Site
+    proxy: HAProxy
+    agent: ConsulAgent
+
+
+async def start_shop(
+    site: Site,
+    proxy: HAProxy,
+    backends: Callable[[list[str]], Backends],
+    agent: ConsulAgent,
+    token: str | None = None,
+) -> Shop:
+    ports = backends(["blue-1", "blue-2", "green-1"]).ports
+    await agent.kv_put("lbsync/services/shop/route", {"hosts": [HOST]})
+    await agent.kv_put("lbsync/services/shop/split", {"groups": {"blue": 80, "green": 20}})
+    for name, port in ports.items():
+        await agent.register("shop", name, port, name.split("-")[0])
+    site.write_config(source=consul_toml(agent, token))
+    result = site.lbsync("once")
+    assert "pending" in result.stderr, result.stderr
+    proxy.start()
+    return Shop(site, proxy, agent)
+
+
+async def test_an_80_20_split_follows_consul_health_through_haproxy(
+    haproxy_site: tuple[Site, HAProxy],
+    backends: Callable[[list[str]], Backends],
+    agent: ConsulAgent,
+) -> None:
+    site, proxy = haproxy_site
+    await start_shop(site, proxy, backends, agent)
+    measured = shares(await tally(site.port, HOST, 2000), BLUE_GREEN)
+    assert abs(measured["blue"] - 80) <= 3 and abs(measured["green"] - 20) <= 3, measured
+
+    async with running_daemon(site.config()) as daemon:
+        await daemon.wait_for(lambda status: status.ready, 15)
+        await agent.set_check("green-1", "critical")
+        await until_live(daemon, site.dest, lambda text: weight(text, "green-1") == 0)
+        counts = await tally(site.port, HOST, 1000)
+        assert counts["green-1"] == 0 and sum(counts.values()) == 1000, counts
+        assert daemon.status.state is not None
+        shop = daemon.status.state.service("shop")
+        assert shop is not None
+        assert any("group green has no eligible instance" in note for note in shop.notes)
+
+        await agent.set_check("green-1", "passing")
+        await until_live(daemon, site.dest, lambda text: (weight(text, "green-1") or 0) > 0)
+        measured = shares(await tally(site.port, HOST, 2000), BLUE_GREEN)
+        assert abs(measured["green"] - 20) <= 3, measured
+
+        await agent.deregister("blue-2")
+        await until_live(daemon, site.dest, lambda text: weight(text, "blue-2") is None)
+        await agent.service_maintenance("blue-1", True)
+        await until_live(daemon, site.dest, lambda text: weight(text, "blue-1") == 0)
+        counts = await tally(site.port, HOST, 500)
+    assert counts == {"green-1": 500}
+
+
+async def test_a_token_that_stops_working_keeps_the_last_config_and_the_status_says_why(
+    haproxy_site: tuple[Site, HAProxy],
+    backends: Callable[[list[str]], Backends],
+    tmp_path: Path,
+) -> None:
+    site, proxy = haproxy_site
+    with running_agent(tmp_path / "consul-acl", acl=True) as agent:
+        token = await agent.create_token(
+            'key_prefix "lbsync/" { policy = "read" }\n'
+            'service_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }\n'
+        )
+        await start_shop(site, proxy, backends, agent, token)
+        before = site.dest.read_bytes()
+        worker = proxy.worker_pids()
+        async with running_daemon(site.config()) as daemon:
+            await daemon.wait_for(lambda status: status.ready, 15)
+            await agent.delete_token(token)
+            status = await daemon.wait_for(lambda s: not s.sources[0].usable, 15)
+            assert status.sources[0].error is not None
+            assert status.sources[0].error.startswith("Consul ACL: token not found")
+            counts = await tally(site.port, HOST, 300)
+        assert sum(counts.values()) == 300 and not any(k.startswith("HTTP") for k in counts)
+        assert site.dest.read_bytes() == before
+        assert proxy.worker_pids() == worker

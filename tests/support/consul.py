@@ -1,0 +1,339 @@
+"""A real Consul dev agent on free loopback ports, its HTTP API for tests, and a snapshot follower.
+
+The binary is `consul` on PATH, else the repository's `.cache/consul/consul` (installed by
+scripts from Debian bullseye's package, 1.8.7). A dev agent keeps everything in memory: a
+restart on the same ports starts again empty, with its Raft index near 1 — the case the
+source's index reset exists for. Agents are stopped by PID with SIGKILL: nothing is lost that
+a test needs, and a graceful stop costs 1.7 s each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from lbsync.model.values import Snapshot
+from lbsync.sources.consul import ConsulSource
+from support.ports import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+CACHED_BINARY = REPO / ".cache" / "consul" / "consul"
+MASTER_TOKEN = "lbsync-test-master-token"
+START_TIMEOUT = 20.0
+
+
+def consul_binary() -> str | None:
+    """Path of the consul binary, or None when neither PATH nor the cache has one."""
+    found = shutil.which("consul")
+    if found:
+        return found
+    return str(CACHED_BINARY) if CACHED_BINARY.is_file() else None
+
+
+@dataclass
+class ConsulAgent:
+    """One `consul agent -dev` in a temporary directory; optionally with default-deny ACLs."""
+
+    root: Path
+    acl: bool = False
+    tls: bool = False
+    node: str = "node-a"
+    ports: dict[str, int] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.ports:
+            names = ("http", "https", "dns", "server", "serf_lan", "serf_wan")
+            self.ports = {name: free_port() for name in names}
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.ports['http']}"
+
+    @property
+    def https_address(self) -> str:
+        """The HTTPS listener (TLS variant); its certificate names `localhost`."""
+        return f"https://localhost:{self.ports['https']}"
+
+    @property
+    def tls_files(self) -> dict[str, Path]:
+        """CA, and the client certificate and key (TLS variant), made by `consul tls`."""
+        return {
+            "ca_file": self.root / "consul-agent-ca.pem",
+            "cert_file": self.root / "dc1-client-consul-0.pem",
+            "key_file": self.root / "dc1-client-consul-0-key.pem",
+        }
+
+    def _make_certificates(self, binary: str) -> None:
+        if self.tls_files["ca_file"].exists():
+            return
+        for args in (
+            ["ca", "create"],
+            ["cert", "create", "-server"],
+            ["cert", "create", "-client"],
+        ):
+            subprocess.run(
+                [binary, "tls", *args], cwd=self.root, check=True, capture_output=True, timeout=30
+            )
+
+    @property
+    def token(self) -> str | None:
+        """The master token (ACL variant), used by every helper below."""
+        return MASTER_TOKEN if self.acl else None
+
+    def argv(self) -> list[str]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        binary = consul_binary()
+        if binary is None:
+            raise AssertionError("consul is not installed: run scripts/install-system.sh")
+        hcl = ["disable_update_check = true"]
+        if self.tls:
+            self._make_certificates(binary)
+            hcl += [
+                f"ports {{ https = {self.ports['https']} }}",
+                f'ca_file = "{self.tls_files["ca_file"]}"',
+                f'cert_file = "{self.root / "dc1-server-consul-0.pem"}"',
+                f'key_file = "{self.root / "dc1-server-consul-0-key.pem"}"',
+                "verify_incoming_https = true",
+            ]
+        if self.acl:
+            hcl.append(
+                'acl { enabled = true, default_policy = "deny", '
+                f'tokens {{ master = "{MASTER_TOKEN}", agent = "{MASTER_TOKEN}" }} }}'
+            )
+        argv = [binary, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1"]
+        argv += ["-node", self.node, "-log-level", "warn", "-grpc-port", "-1"]
+        argv += ["-http-port", str(self.ports["http"]), "-dns-port", str(self.ports["dns"])]
+        argv += ["-server-port", str(self.ports["server"])]
+        argv += ["-serf-lan-port", str(self.ports["serf_lan"])]
+        argv += ["-serf-wan-port", str(self.ports["serf_wan"])]
+        for line in hcl:
+            argv += ["-hcl", line]
+        return argv
+
+    def _spawn(self) -> None:
+        argv = self.argv()
+        with (self.root / "consul.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                argv, cwd=self.root, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def leader_known(self) -> bool:
+        """Whether `/v1/status/leader` names a leader (the agent serves reads and writes)."""
+        if self.process is None or self.process.poll() is not None:
+            log = (self.root / "consul.log").read_text(errors="replace")[-2000:]
+            raise AssertionError(f"consul agent exited:\n{log}")
+        try:
+            with urllib.request.urlopen(f"{self.address}/v1/status/leader", timeout=1) as reply:
+                return bool(json.loads(reply.read() or b'""'))
+        except (OSError, ValueError):
+            return False
+
+    def start(self) -> None:
+        """Start and wait (with a deadline) until a leader is known; blocking, for fixtures."""
+        self._spawn()
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.leader_known():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"consul agent: no leader after {START_TIMEOUT}s")
+            time.sleep(0.02)
+
+    async def start_async(self) -> None:
+        """`start` without blocking the event loop (a source under test keeps running)."""
+        self._spawn()
+        deadline = time.monotonic() + START_TIMEOUT
+        while not await asyncio.to_thread(self.leader_known):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"consul agent: no leader after {START_TIMEOUT}s")
+            await asyncio.sleep(0.02)
+
+    def stop(self) -> None:
+        """Kill by PID and reap; the ports are free again for a restart."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+    # HTTP API (aiohttp; every call with the master token in the ACL variant)
+
+    async def call(
+        self, method: str, path: str, body: Any = None, *, token: str | None = None
+    ) -> Any:
+        """One API call; the decoded JSON answer (None when empty); fails on HTTP errors."""
+        headers = {}
+        if token or self.token:
+            headers["X-Consul-Token"] = token or self.token or ""
+        data = body if isinstance(body, bytes | str) or body is None else json.dumps(body)
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+            session.request(method, self.address + path, data=data, headers=headers) as reply,
+        ):
+            text = await reply.text()
+            if reply.status >= 400:
+                raise AssertionError(f"{method} {path}: {reply.status} {text}")
+            return json.loads(text) if text.strip() else None
+
+    async def kv_put(self, key: str, value: str | dict[str, Any] | list[Any]) -> None:
+        text = value if isinstance(value, str) else json.dumps(value)
+        assert await self.call("PUT", f"/v1/kv/{key}", text.encode()) is True
+
+    async def kv_delete(self, key: str, *, recurse: bool = False) -> None:
+        await self.call("DELETE", f"/v1/kv/{key}" + ("?recurse" if recurse else ""))
+
+    async def register(
+        self,
+        service: str,
+        service_id: str,
+        port: int,
+        *tags: str,
+        address: str = "127.0.0.1",
+        weights: dict[str, int] | None = None,
+        meta: dict[str, str] | None = None,
+        status: str = "passing",
+    ) -> None:
+        """Register on this agent with a TTL check (`service:<id>`) in the given state."""
+        body: dict[str, Any] = {
+            "Name": service,
+            "ID": service_id,
+            "Port": port,
+            "Tags": list(tags),
+            "Address": address,
+            "Check": {"TTL": "10m", "Status": status},
+        }
+        if weights is not None:
+            body["Weights"] = weights
+        if meta is not None:
+            body["Meta"] = meta
+        await self.call("PUT", "/v1/agent/service/register", body)
+
+    async def set_check(self, service_id: str, status: str) -> None:
+        """Move a TTL check: passing, warning or critical."""
+        verb = {"passing": "pass", "warning": "warn", "critical": "fail"}[status]
+        await self.call("PUT", f"/v1/agent/check/{verb}/service:{service_id}")
+
+    async def deregister(self, service_id: str) -> None:
+        await self.call("PUT", f"/v1/agent/service/deregister/{service_id}")
+
+    async def service_maintenance(self, service_id: str, enable: bool) -> None:
+        flag = "true" if enable else "false"
+        await self.call(
+            "PUT", f"/v1/agent/service/maintenance/{service_id}?enable={flag}&reason=test"
+        )
+
+    async def node_maintenance(self, enable: bool) -> None:
+        flag = "true" if enable else "false"
+        await self.call("PUT", f"/v1/agent/maintenance?enable={flag}&reason=test")
+
+    async def catalog_register(
+        self, node: str, address: str, service: dict[str, Any], checks: list[dict[str, Any]]
+    ) -> None:
+        """Register an external node with one service and its checks (catalog API)."""
+        body = {"Node": node, "Address": address, "Service": service, "Checks": checks}
+        await self.call("PUT", "/v1/catalog/register", body)
+
+    async def catalog_deregister(self, node: str) -> None:
+        await self.call("PUT", "/v1/catalog/deregister", {"Node": node})
+
+    async def create_token(self, rules: str) -> str:
+        """A token (ACL variant) whose only policy has these rules; its secret."""
+        name = f"policy-{time.monotonic_ns()}"
+        await self.call("PUT", "/v1/acl/policy", {"Name": name, "Rules": rules})
+        token = await self.call("PUT", "/v1/acl/token", {"Policies": [{"Name": name}]})
+        secret: str = token["SecretID"]
+        return secret
+
+    async def delete_token(self, secret: str) -> None:
+        """Delete a token (ACL variant) by its secret."""
+        token = await self.call("GET", "/v1/acl/token/self", token=secret)
+        await self.call("DELETE", f"/v1/acl/token/{token['AccessorID']}")
+
+
+@contextlib.contextmanager
+def running_agent(root: Path, *, acl: bool = False, tls: bool = False) -> Iterator[ConsulAgent]:
+    """A started agent, stopped at the end."""
+    agent = ConsulAgent(root=root, acl=acl, tls=tls)
+    agent.start()
+    try:
+        yield agent
+    finally:
+        agent.stop()
+
+
+class Follower:
+    """Consumes a source's snapshots in a task; tests wait for the one they expect."""
+
+    def __init__(self, source: ConsulSource) -> None:
+        self.source = source
+        self.seen: list[Snapshot] = []
+        self._cursor = 0
+        self._arrived = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._consume())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _consume(self) -> None:
+        async for snapshot in self.source.snapshots():
+            self.seen.append(snapshot)
+            self._arrived.set()
+
+    async def next(
+        self, predicate: Callable[[Snapshot], bool], timeout: float, what: str
+    ) -> Snapshot:
+        """The first snapshot after the last one returned that satisfies `predicate`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self._cursor < len(self.seen):
+                snapshot = self.seen[self._cursor]
+                self._cursor += 1
+                if predicate(snapshot):
+                    return snapshot
+            if self._task is not None and self._task.done():
+                self._task.result()
+                raise AssertionError(f"the source stopped before {what}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}: {self.seen}")
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+
+    async def during(self, seconds: float) -> list[Snapshot]:
+        """Every snapshot yielded in the next `seconds` (an observation window, for "never")."""
+        start = len(self.seen)
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+        self._cursor = len(self.seen)
+        return self.seen[start:]
+
+
+@contextlib.asynccontextmanager
+async def following(source: ConsulSource) -> AsyncIterator[Follower]:
+    """Run a source for the duration of the block; its snapshots collected in order."""
+    follower = Follower(source)
+    follower.start()
+    try:
+        yield follower
+    finally:
+        await follower.stop()
