@@ -104,3 +104,38 @@ def test_a_bad_source_setting_is_named(tmp_path: Path, text: str, message: str) 
     with pytest.raises(ConfigError, match=r"lbsync\.toml: ") as caught:
         load_text(tmp_path, text)
     assert message in str(caught.value)
+
+
+def test_a_consul_source_has_defaults_and_reads_consuls_own_token_variable(
+    tmp_path: Path,
+) -> None:
+    config = load_text(tmp_path, "[source.consul]\n", {"CONSUL_HTTP_TOKEN": "from-consul-env"})
+    consul = config.consul_source
+    assert consul is not None
+    assert consul.addresses == ("http://127.0.0.1:8500",)
+    assert (consul.prefix, consul.wait, consul.datacenter) == ("lbsync/", 30.0, None)
+    assert consul.token == "from-consul-env"
+
+
+def test_a_consul_token_file_wins_over_consuls_variable(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("from-file\n")
+    config = load_text(
+        tmp_path, '[source.consul]\ntoken_file = "token"\n', {"CONSUL_HTTP_TOKEN": "env"}
+    )
+    assert config.consul_source is not None and config.consul_source.token == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[source.consul]\naddresses = ["127.0.0.1:8500"]\n', "source.consul.addresses"),
+        ('[source.consul]\nwait = "11m"\n', "source.consul.wait: between 0 and 10 minutes"),
+        ('[source.consul]\ncert_file = "c.pem"\n', "source.consul.key_file: required"),
+        ('[source.consul]\ntokne = "x"\n', "source.consul.tokne: unknown setting"),
+    ],
+    ids=["address without scheme", "wait too long", "cert without key", "misspelt setting"],
+)
+def test_a_bad_consul_setting_is_named(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, text)
+    assert message in str(caught.value)
