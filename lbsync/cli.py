@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from lbsync import __version__, fsio, validate
+from lbsync import __version__, fsio, traffic_cli, validate
 from lbsync.config import Config, ConfigError, load
 from lbsync.daemon import Daemon, etcd_source, first_snapshots, sources_for
 from lbsync.model.catalog import merge
@@ -25,7 +25,9 @@ from lbsync.model.values import Catalog
 from lbsync.reconcile import TargetRunner
 from lbsync.register import instance_value, register
 from lbsync.render import RenderError
+from lbsync.splits import ConcurrentChange, SplitError
 from lbsync.state import DesiredState, build
+from lbsync.store import StoreError
 
 
 class UsageError(Exception):
@@ -77,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("--meta", action="append", default=[], help="KEY=VALUE, repeatable")
     register.add_argument("--weight", type=int, default=1)
     register.add_argument("--ttl", type=int, default=10, help="lease TTL in seconds (min 2)")
+    traffic_cli.add_parsers(commands)
     return parser
 
 
@@ -197,12 +200,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return asyncio.run(_render(config, arguments.target))
             case "register":
                 return asyncio.run(_register(config, arguments))
+            case "split":
+                return asyncio.run(traffic_cli.split_command(config, arguments))
+            case "rollout":
+                return asyncio.run(traffic_cli.rollout_command(config, arguments))
             case _:
                 return asyncio.run(_check(config))
-    except (ConfigError, UsageError) as error:
+    except ConcurrentChange as error:
+        print(f"lbsync: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except (ConfigError, UsageError, SplitError) as error:
         print(f"lbsync: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except (SourceError, RenderError, TimeoutError) as error:
+    except (SourceError, RenderError, TimeoutError, StoreError) as error:
         print(f"lbsync: {error or 'timed out waiting for a source'}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

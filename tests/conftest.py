@@ -18,12 +18,13 @@ def _require(binary: str) -> None:
 
 
 @pytest.fixture
-def backends() -> Iterator[Callable[[list[str]], Backends]]:
-    """Start named backends; all are stopped at the end of the test."""
+def backends() -> Iterator[Callable[..., Backends]]:
+    """Start named backends (`statuses` makes some answer with an error status); all are
+    stopped at the end of the test."""
     started: list[Backends] = []
 
-    def start(names: list[str]) -> Backends:
-        group = Backends.start(names)
+    def start(names: list[str], statuses: dict[str, int] | None = None) -> Backends:
+        group = Backends.start(names, statuses)
         started.append(group)
         return group
 

@@ -5,6 +5,8 @@ Keys are relative to the source's prefix (default `lbsync/`):
     services/<svc>/route            -> Route
     services/<svc>/split            -> Split
     services/<svc>/instances/<id>   -> Instance
+    services/<svc>/rollout          -> raw only (a rollout's state, for status)
+    services/<svc>/split-history    -> raw only (`lbsync split history`)
     settings/<key>                  -> Setting
     anything else outside services/ -> raw only (readable by templates through `kv`)
 
@@ -215,6 +217,8 @@ def parse_entry(key: str, value: object) -> Entry | None:
             return parse_split(service, value)
         case ["instances", instance]:
             return parse_instance(service, checks.instance_id(instance), value)
+        case ["rollout"] | ["split-history"]:
+            return None  # written by `lbsync rollout` / `lbsync split`: status, not routing
         case _:
             raise ContractError(
                 "unknown key: expected services/<service>/route|split|instances/<id>"

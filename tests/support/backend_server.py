@@ -1,7 +1,8 @@
-"""Tiny HTTP backends in one process: `python backend_server.py NAME=PORT ...`.
+"""Tiny HTTP backends in one process: `python backend_server.py NAME=PORT[:STATUS] ...`.
 
-Each answers every request with its own name (HTTP/1.1, keep-alive). Prints `ready` once all
-listen. A request to `/slow?ms=N` answers after N milliseconds (for in-flight tests).
+Each answers every request with its own name (HTTP/1.1, keep-alive), with status 200 or the
+one given (`green-1=9000:500` answers 500: a broken release). Prints `ready` once all listen.
+A request to `/slow?ms=N` answers after N milliseconds (for in-flight tests).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import asyncio
 import sys
 
 
-async def serve(name: str, port: int) -> asyncio.Server:
+async def serve(name: str, port: int, status: int = 200) -> asyncio.Server:
     body = f"{name}\n".encode()
+    status_line = f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\n".encode()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -23,7 +25,8 @@ async def serve(name: str, port: int) -> asyncio.Server:
                     await asyncio.sleep(int(target.split("=", 1)[1]) / 1000)
                 close = b"connection: close" in head.lower()
                 writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                    status_line
+                    + b"Content-Type: text/plain\r\n"
                     + f"Content-Length: {len(body)}\r\n".encode()
                     + (b"Connection: close\r\n" if close else b"")
                     + b"\r\n"
@@ -43,8 +46,9 @@ async def serve(name: str, port: int) -> asyncio.Server:
 async def main(pairs: list[str]) -> None:
     servers = []
     for pair in pairs:
-        name, port = pair.split("=", 1)
-        servers.append(await serve(name, int(port)))
+        name, address = pair.split("=", 1)
+        port, _, status = address.partition(":")
+        servers.append(await serve(name, int(port), int(status or 200)))
     print("ready", flush=True)
     await asyncio.gather(*(server.serve_forever() for server in servers))
 

@@ -36,11 +36,12 @@ class Backends:
     process: subprocess.Popen[bytes]
 
     @classmethod
-    def start(cls, names: list[str]) -> Backends:
+    def start(cls, names: list[str], statuses: dict[str, int] | None = None) -> Backends:
         ports = {name: free_port() for name in names}
+        statuses = statuses or {}
         process = subprocess.Popen(
             [sys.executable, str(SUPPORT / "backend_server.py")]
-            + [f"{name}={port}" for name, port in ports.items()],
+            + [f"{name}={port}:{statuses.get(name, 200)}" for name, port in ports.items()],
             stdout=subprocess.PIPE,
         )
         assert process.stdout is not None
