@@ -19,6 +19,7 @@ import aiohttp
 
 from lbsync.config import Config, ConfigError, ConsulSourceConfig
 from lbsync.sources.etcd import EtcdClient, EtcdError
+from lbsync.sources.etcd.source import EtcdSource
 
 TIMEOUT = 10.0
 
@@ -130,17 +131,9 @@ def _consul_session(config: ConsulSourceConfig) -> aiohttp.ClientSession:
 async def open_store(config: Config) -> AsyncIterator[Store]:
     """The KV store of the configuration: etcd, else Consul (a ConfigError when neither)."""
     if config.etcd_source is not None:
-        etcd = config.etcd_source
-        async with EtcdClient(
-            list(etcd.endpoints),
-            username=etcd.username,
-            password=etcd.password,
-            ca_file=etcd.ca_file,
-            cert_file=etcd.cert_file,
-            key_file=etcd.key_file,
-            request_timeout=etcd.request_timeout,
-        ) as client:
-            yield EtcdStore(client, etcd.prefix)
+        source = EtcdSource.from_config(config.etcd_source)
+        async with source.client() as client:
+            yield EtcdStore(client, source.prefix)
     elif config.consul_source is not None:
         consul = config.consul_source
         async with _consul_session(consul) as session:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support.etcd import EtcdServer
 from support.ports import free_port
 from support.processes import Backends, HAProxy, Nginx
 from support.site import Site
+
+from lbsync.sources.etcd import EtcdClient
+
+ETCD_PROGRESS = ("--experimental-watch-progress-notify-interval", "1s")
 
 
 def _require(binary: str) -> None:
@@ -31,6 +36,22 @@ def backends() -> Iterator[Callable[..., Backends]]:
     yield start
     for group in started:
         group.stop()
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
+    """A real etcd of this test's own, with progress notifications every second."""
+    server = EtcdServer(root=tmp_path / "etcd", extra_args=ETCD_PROGRESS)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def client(etcd: EtcdServer) -> AsyncIterator[EtcdClient]:
+    """lbsync's own etcd client on the `etcd` fixture, for writing test data."""
+    async with EtcdClient([etcd.url], request_timeout=3) as etcd_client:
+        yield etcd_client
 
 
 @pytest.fixture

@@ -8,12 +8,13 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ETCD_PROGRESS
 from support.etcd import EtcdServer, b64, make_tls_files
 from support.processes import Backends, HAProxy
 from support.site import Site, running_daemon, until_live
@@ -24,7 +25,7 @@ from lbsync.sources.etcd import EtcdClient
 from lbsync.sources.etcd.source import EtcdSource
 
 HOST = "shop.example.com"
-PROGRESS = ("--experimental-watch-progress-notify-interval", "1s")
+PROGRESS = ETCD_PROGRESS
 USER, PASSWORD = "lbsync", "lbsync-secret"
 
 
@@ -37,20 +38,6 @@ def etcd_toml(server: EtcdServer, extra: str = "") -> str:
 
 def instance(port: int, *tags: str, **fields: Any) -> str:
     return json.dumps({"address": "127.0.0.1", "port": port, "tags": list(tags), **fields})
-
-
-@pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
-    server = EtcdServer(root=tmp_path / "etcd", extra_args=PROGRESS)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def client(etcd: EtcdServer) -> AsyncIterator[EtcdClient]:
-    async with EtcdClient([etcd.url], request_timeout=3) as etcd_client:
-        yield etcd_client
 
 
 @dataclass

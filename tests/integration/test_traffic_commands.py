@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,25 +24,10 @@ from lbsync.sources.etcd import EtcdClient
 from lbsync.status import Status
 
 HOST = "shop.example.com"
-PROGRESS = ("--experimental-watch-progress-notify-interval", "1s")
 
 
 def instance(port: int, *tags: str, health: str = "passing") -> str:
     return json.dumps({"address": "127.0.0.1", "port": port, "tags": list(tags), "health": health})
-
-
-@pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
-    server = EtcdServer(root=tmp_path / "etcd", extra_args=PROGRESS)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def client(etcd: EtcdServer) -> AsyncIterator[EtcdClient]:
-    async with EtcdClient([etcd.url]) as etcd_client:
-        yield etcd_client
 
 
 async def lbsync(site: Site, *args: str) -> tuple[int, str, str]:

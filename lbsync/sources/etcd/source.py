@@ -16,6 +16,7 @@ import random
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+from lbsync.config import EtcdSourceConfig
 from lbsync.model.contract import parse_raw
 from lbsync.model.values import Snapshot
 from lbsync.sources.etcd.client import EtcdClient
@@ -57,6 +58,21 @@ class EtcdSource:
         self._request_timeout = request_timeout
         self._idle_timeout = idle_timeout
         self._retry_max = retry_max
+
+    @classmethod
+    def from_config(cls, config: EtcdSourceConfig) -> EtcdSource:
+        """The source a `[source.etcd]` table describes."""
+        return cls(
+            endpoints=config.endpoints,
+            prefix=config.prefix,
+            username=config.username,
+            password=config.password,
+            ca_file=config.ca_file,
+            cert_file=config.cert_file,
+            key_file=config.key_file,
+            request_timeout=config.request_timeout,
+            idle_timeout=config.idle_timeout,
+        )
 
     @property
     def name(self) -> str:
