@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import json
 import os
 import signal
 import sys
@@ -16,7 +16,14 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from lbsync import __version__, fsio, traffic_cli, validate
+from lbsync import __version__, fsio, logformat, traffic_cli, validate
+from lbsync.api.client import (
+    StatusUnavailable,
+    fetch_status,
+    format_status,
+    in_step,
+    url_from_listen,
+)
 from lbsync.config import Config, ConfigError, load
 from lbsync.daemon import Daemon, etcd_source, first_snapshots, sources_for
 from lbsync.model.catalog import merge
@@ -62,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("LBSYNC_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
     )
+    parser.add_argument(
+        "--log-format",
+        default=os.environ.get("LBSYNC_LOG_FORMAT", "text"),
+        choices=logformat.FORMATS,
+        help="text (default) or json: one JSON object per line",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="watch the sources and keep the targets in step")
     commands.add_parser("once", help="one cycle; exit 0 when every target is in step")
@@ -80,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("--weight", type=int, default=1)
     register.add_argument("--ttl", type=int, default=10, help="lease TTL in seconds (min 2)")
     traffic_cli.add_parsers(commands)
+    status = commands.add_parser("status", help="ask a running daemon what it believes and did")
+    status.add_argument("--api", help="the daemon's API URL (default: from [api] listen)")
+    status.add_argument("--json", action="store_true", help="print the /v1/status document")
     return parser
 
 
@@ -181,15 +197,23 @@ async def _register(config: Config, arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _status(arguments: argparse.Namespace) -> int:
+    url = arguments.api or url_from_listen(load(arguments.config).api_listen)
+    document = await fetch_status(url)
+    if arguments.json:
+        print(json.dumps(document, indent=2))
+    else:
+        sys.stdout.write(format_status(document, url))
+    return EXIT_OK if in_step(document) else EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `lbsync` command."""
     arguments = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=arguments.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logformat.configure(level=arguments.log_level, form=arguments.log_format)
     try:
+        if arguments.command == "status":  # needs no configuration when --api is given
+            return asyncio.run(_status(arguments))
         config = load(arguments.config)
         match arguments.command:
             case "run":
@@ -212,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError, SplitError) as error:
         print(f"lbsync: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except (SourceError, RenderError, TimeoutError, StoreError) as error:
+    except (SourceError, RenderError, TimeoutError, StoreError, StatusUnavailable) as error:
         print(f"lbsync: {error or 'timed out waiting for a source'}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from lbsync import fsio
+from lbsync.api import StatusApi
 from lbsync.config import Config, EtcdSourceConfig
 from lbsync.debounce import quiesce
 from lbsync.model.catalog import carry_forward, merge
@@ -83,12 +84,22 @@ def log_report(report: ApplyReport) -> None:
     line = f"target={report.target} outcome={report.outcome} plan={report.plan} {timings}"
     if report.detail:
         line += f" detail={report.detail!r}"
+    fields = {  # for `--log-format json` (lbsync/logformat.py)
+        "event": "apply",
+        "target": report.target,
+        "outcome": report.outcome.value,
+        "plan": report.plan.value if report.plan is not None else None,
+        "seconds": dict(sorted(report.seconds.items())),
+        "digest": report.digest,
+        "detail": report.detail,
+        "error": report.error,
+    }
     if report.error:
-        log.error("%s error=%s", line, report.error)
+        log.error("%s error=%s", line, report.error, extra=fields)
     elif report.outcome == "unchanged":
-        log.debug("%s", line)
+        log.debug("%s", line, extra=fields)
     else:
-        log.info("%s", line)
+        log.info("%s", line, extra=fields)
 
 
 class Daemon:
@@ -109,6 +120,8 @@ class Daemon:
         self._retry: asyncio.TimerHandle | None = None
         self._retry_delay = RETRY_FIRST
         self._logged_rejections: frozenset[str] = frozenset()
+        # Read-only HTTP over `status`; `api.address` is published once it listens.
+        self.api = StatusApi(lambda: self.status, listen=config.api_listen)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; raises whatever ends a task unexpectedly."""
@@ -126,18 +139,22 @@ class Daemon:
             await stop.wait()
             raise _Stopped
 
+        await self.api.start()  # bound before anything runs: a busy port fails the start
         try:
             async with asyncio.TaskGroup() as group:
                 for source in self.sources:
                     group.create_task(self._follow(source))
                 group.create_task(self._watch_templates())
                 group.create_task(self._pipeline())
+                if self.api.listen is not None:
+                    group.create_task(self.api.serve())
                 group.create_task(until_stopped())
         except* _Stopped:
             log.info("lbsync stopped")
         finally:
             if self._retry is not None:
                 self._retry.cancel()
+            await self.api.stop()
 
     async def wait_for(self, predicate: Callable[[Status], bool], timeout: float) -> Status:
         """Wait until the status satisfies a predicate (for tests and tools)."""
@@ -201,6 +218,7 @@ class Daemon:
         async for catalog in catalogs:
             state, reports = await self.cycle(catalog)
             await self._publish(self.status.with_cycle(state, reports))
+            self.api.observe(self.status)
             self._after_cycle(catalog, reports)
 
     async def cycle(self, catalog: Catalog) -> tuple[DesiredState, tuple[ApplyReport, ...]]:

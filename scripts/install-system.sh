@@ -6,9 +6,11 @@
 #   always:               haproxy, ca-certificates, and python3-venv when the
 #                         python3 on PATH cannot create virtualenvs
 #   --with-test-servers:  also nginx, etcd-server, openssl (real backends and
-#                         TLS material for the integration tests) and Consul
-#                         (via scripts/install-consul.sh, since bookworm does
-#                         not package it)
+#                         TLS material for the integration tests), chromium
+#                         (the dashboard test drives it headless; no browser
+#                         can be downloaded here) and Consul (via
+#                         scripts/install-consul.sh, since bookworm does not
+#                         package it)
 #
 # WHY it is written this way:
 # - Machines are not guaranteed to keep anything installed by hand, so the
@@ -31,7 +33,7 @@ for arg in "$@"; do
     case "$arg" in
         --with-test-servers) WITH_TEST_SERVERS=1 ;;
         -h | --help)
-            sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -43,7 +45,7 @@ done
 
 wanted=(haproxy ca-certificates)
 if [[ $WITH_TEST_SERVERS == 1 ]]; then
-    wanted+=(nginx etcd-server openssl)
+    wanted+=(nginx etcd-server openssl chromium)
 fi
 # `python3 -m venv --help` alone is not enough: Debian's python3 ships the
 # venv module but not ensurepip (that lives in python3-venv), so creating a

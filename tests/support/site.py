@@ -51,23 +51,31 @@ class Site:
         return self.run_dir / "nginx.pid"
 
     def write_config(
-        self, *, template: Path | None = None, extra: str = "", source: str | None = None
+        self,
+        *,
+        template: Path | None = None,
+        extra: str = "",
+        source: str | None = None,
+        reload: str | None = None,
     ) -> None:
-        """lbsync.toml for one target of this site's kind, reloading its real process; the
-        services file is the source unless `source` gives the `[source.*]` tables."""
+        """lbsync.toml for one target of this site's kind, reloading its real process (unless
+        `reload` gives another method); the services file is the source unless `source` gives
+        the `[source.*]` tables."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.kind == "haproxy":
-            reload = f'{{ method = "master-cli", socket = "{self.master_socket}" }}'
+            default = f'{{ method = "master-cli", socket = "{self.master_socket}" }}'
             variables = f'bind = ["127.0.0.1:{self.port}"]\nhard_stop_after = "30s"\n'
         else:
-            reload = f'{{ method = "signal", pidfile = "{self.pidfile}", signal = "HUP" }}'
+            default = f'{{ method = "signal", pidfile = "{self.pidfile}", signal = "HUP" }}'
             variables = f'bind = ["127.0.0.1:{self.port}"]\nworker_processes = 1\n'
         template_line = f'template = "{template}"\n' if template else ""
+        reload = reload or default
         if source is None:
             source = f'[source.file]\npath = "{self.services}"\n'
         self.config_path.write_text(
             f"{source}\n"
             '[apply]\nmin_wait = "50ms"\nmax_wait = "500ms"\n\n'
+            '[api]\nlisten = "127.0.0.1:0"\n\n'  # a free port: tests never collide on 9180
             f'[[target]]\nname = "{self.kind}"\nkind = "{self.kind}"\n'
             f'dest = "{self.dest}"\n{template_line}reload = {reload}\n{extra}\n'
             f"[target.vars]\n{variables}"

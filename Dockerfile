@@ -1,0 +1,28 @@
+# lbsync as a sidecar next to HAProxy (or nginx).
+#
+# The image carries HAProxy and nginx only to validate rendered files (`haproxy -c`, `nginx -t`);
+# the proxy itself runs in its own container. Share the configuration DIRECTORY between the two
+# containers (an atomic rename on a single-file bind mount leaves the mount on the old file),
+# and the HAProxy master socket for confirmed reloads. See docs/operations.md.
+FROM python:3.11-slim-bookworm
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends haproxy nginx-light ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY lbsync ./lbsync
+RUN pip install --no-cache-dir . && rm -rf /src
+
+COPY docker/entrypoint.sh /usr/local/bin/lbsync-entrypoint
+RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin lbsync \
+    && mkdir -p /etc/lbsync /run/haproxy \
+    && chown lbsync /run/haproxy
+USER lbsync
+WORKDIR /etc/lbsync
+
+ENV LBSYNC_CONFIG=/etc/lbsync/lbsync.toml
+EXPOSE 9180
+ENTRYPOINT ["/usr/local/bin/lbsync-entrypoint"]
+CMD ["run"]

@@ -1,0 +1,104 @@
+"""The dashboard in a real headless Chromium (Debian's package, driven by Playwright)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+from support.processes import Backends, HAProxy
+from support.shop import shop, start_shop
+from support.site import Site, running_daemon
+
+CHROMIUM = Path("/usr/lib/chromium/chromium")
+# No network beyond loopback here: keep Chromium from reaching out on its own.
+CLOSED_NETWORK = [
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-gpu",
+]
+BAR = '[data-service="shop"] [data-bar="{kind}"]'
+WIDTH = """([bar, group]) => {
+  const whole = document.querySelector(bar);
+  const part = whole && whole.querySelector(`[data-group="${group}"]`);
+  return part ? part.getBoundingClientRect().width / whole.getBoundingClientRect().width : -1;
+}"""
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail("chromium is not installed: run scripts/install-system.sh --with-test-servers")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CLOSED_NETWORK
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def share_shown(page: Page, kind: str, group: str) -> float:
+    """The fraction of a service's bar that one group's segment covers, as laid out."""
+    fraction: float = await page.evaluate(WIDTH, [BAR.format(kind=kind), group])
+    return fraction
+
+
+async def until_shown(page: Page, kind: str, group: str, fraction: float) -> None:
+    """Wait (deadline 10 s) until a segment covers `fraction` of its bar, within 1 point."""
+    await page.wait_for_function(
+        f"(args) => Math.abs(({WIDTH})(args) - {fraction}) < 0.01",
+        arg=[BAR.format(kind=kind), group],
+        timeout=10_000,
+        polling=50,
+    )
+
+
+async def test_the_dashboard_shows_the_split_and_follows_a_change_without_a_reload(
+    haproxy_site: tuple[Site, HAProxy],
+    backends: Callable[[list[str]], Backends],
+    browser: Browser,
+    tmp_path: Path,
+) -> None:
+    site, proxy = haproxy_site
+    ports = start_shop(site, proxy, backends)
+    async with running_daemon(site.config()) as daemon:
+        await daemon.api.listening.wait()
+        page = await browser.new_page(viewport={"width": 1366, "height": 768})
+        problems: list[str] = []
+
+        def on_console(message: ConsoleMessage) -> None:
+            if message.type in ("error", "warning"):
+                problems.append(f"console {message.type}: {message.text}")
+
+        page.on("console", on_console)
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        page.on("requestfailed", lambda request: problems.append(f"failed: {request.url}"))
+        await page.goto(f"{daemon.api.url}/")
+        await until_shown(page, "target", "blue", 0.90)
+        await until_shown(page, "achieved", "green", 0.10)
+        card = page.locator('[data-service="shop"]')
+        for text in ("shop", "blue-1", "green-1", "passing", "256"):
+            assert text in await card.inner_text(), text
+        navigations = []
+        page.on("framenavigated", lambda frame: navigations.append(frame.url))
+
+        rollout = {"phase": "running", "to": "green", "share": 80, "steps": [10, 80, 100]}
+        site.write_services(shop(ports, {"blue": 20, "green": 80}, rollout=rollout))
+        await until_shown(page, "target", "green", 0.80)
+        await until_shown(page, "achieved", "blue", 0.20)
+        assert round(await share_shown(page, "target", "blue"), 2) == 0.20
+        assert "applied" in await page.locator("#applies").inner_text()
+        shown = await card.locator('[data-rollout="running"]').inner_text()
+        assert shown.startswith("Rollout to green: running · at 80.0% · steps 10 → 80 → 100 %")
+        assert navigations == []  # followed by polling, not by reloading the page
+
+        screenshot = tmp_path / "dashboard.png"
+        await page.screenshot(path=str(screenshot), full_page=True)
+        print(f"dashboard screenshot: {screenshot}")
+        assert problems == []
