@@ -14,13 +14,14 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
 DEMO="$REPO_ROOT/.demo"
 PROXY_PORT=8080
+API_PORT=9180
 BACKENDS=("blue-1 9101" "blue-2 9102" "green-1 9103")
 
 bash scripts/install-system.sh
 VENV="$(bash scripts/venv.sh | tail -n1)"
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in "$PROXY_PORT" 9101 9102 9103; do
+for port in "$PROXY_PORT" "$API_PORT" 9101 9102 9103; do
     if port_busy "$port"; then
         echo "demo: port $port on 127.0.0.1 is in use; stop what listens there first" >&2
         exit 1
@@ -75,6 +76,11 @@ $DEMO/services.toml. Try, in another terminal:
 
   # break it on purpose: lbsync refuses the entry, names it, and keeps the last good split
   sed -i 's/green = 50/green = 80/' $DEMO/services.toml
+
+  # what lbsync believes and did: the live dashboard at http://127.0.0.1:$API_PORT/ in a
+  # browser, the same as tables, and the metrics
+  $VENV/bin/lbsync -c $DEMO/lbsync.toml status
+  curl -s http://127.0.0.1:$API_PORT/metrics | grep '^lbsync_'
 
 Ctrl-C stops lbsync, HAProxy and the backends.
 
