@@ -25,13 +25,14 @@ from lbsync.api.client import (
     url_from_listen,
 )
 from lbsync.config import Config, ConfigError, load
-from lbsync.daemon import Daemon, etcd_source, first_snapshots, sources_for
+from lbsync.daemon import Daemon, first_snapshots, sources_for
 from lbsync.model.catalog import merge
 from lbsync.model.checks import ContractError
 from lbsync.model.values import Catalog
 from lbsync.reconcile import TargetRunner
 from lbsync.register import instance_value, register
 from lbsync.render import RenderError
+from lbsync.sources.etcd.source import EtcdSource
 from lbsync.splits import ConcurrentChange, SplitError
 from lbsync.state import DesiredState, build
 from lbsync.store import StoreError
@@ -187,7 +188,7 @@ async def _register(config: Config, arguments: argparse.Namespace) -> int:
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, stop.set)
     await register(
-        etcd_source(config.etcd_source),
+        EtcdSource.from_config(config.etcd_source),
         service=arguments.service,
         instance_id=arguments.instance_id,
         value=value,

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from lbsync import fsio
 from lbsync.api import StatusApi
-from lbsync.config import Config, EtcdSourceConfig
+from lbsync.config import Config
 from lbsync.debounce import quiesce
 from lbsync.model.catalog import carry_forward, merge
 from lbsync.model.values import Catalog, Snapshot
@@ -45,7 +45,7 @@ def sources_for(config: Config) -> list[Source]:
         if kind == "file" and config.file_source is not None:
             sources.append(FileSource(config.file_source.path))
         elif kind == "etcd" and config.etcd_source is not None:
-            sources.append(etcd_source(config.etcd_source))
+            sources.append(EtcdSource.from_config(config.etcd_source))
         elif kind == "consul" and config.consul_source is not None:
             consul = config.consul_source
             sources.append(
@@ -61,21 +61,6 @@ def sources_for(config: Config) -> list[Source]:
                 )
             )
     return sources
-
-
-def etcd_source(config: EtcdSourceConfig) -> EtcdSource:
-    """The etcd source for a configuration (also what `register` writes through)."""
-    return EtcdSource(
-        endpoints=config.endpoints,
-        prefix=config.prefix,
-        username=config.username,
-        password=config.password,
-        ca_file=config.ca_file,
-        cert_file=config.cert_file,
-        key_file=config.key_file,
-        request_timeout=config.request_timeout,
-        idle_timeout=config.idle_timeout,
-    )
 
 
 def log_report(report: ApplyReport) -> None:
@@ -173,13 +158,20 @@ class Daemon:
         raise RuntimeError(f"source {source.name} stopped")
 
     async def _accept(self, snapshot: Snapshot) -> None:
-        kept = carry_forward(self._latest.get(snapshot.source), snapshot)
-        self._latest[snapshot.source] = kept
+        """Keep a source's snapshot; once every source has given a usable one, push the merge.
+
+        A source whose first snapshot is unusable has not synced: applying without it would
+        render as if all its services were gone.
+        """
+        previous = self._latest.get(snapshot.source)
+        synced = snapshot.usable or previous is not None
+        if synced:
+            self._latest[snapshot.source] = carry_forward(previous, snapshot)
         await self._publish(
             self.status.with_source(
                 SourceStatus(
                     name=snapshot.source,
-                    synced=True,
+                    synced=synced,
                     usable=snapshot.usable,
                     error=snapshot.error,
                     changed_at=time.time(),

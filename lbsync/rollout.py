@@ -194,7 +194,8 @@ class Watcher:
 
     async def _follow(self, name: str, source: Any) -> None:
         async for snapshot in source.snapshots():
-            self.latest[name] = carry_forward(self.latest.get(name), snapshot)
+            if snapshot.usable or name in self.latest:  # never judge on a source not yet read
+                self.latest[name] = carry_forward(self.latest.get(name), snapshot)
             if len(self.latest) == len(self.sources):
                 self.synced.set()
 
