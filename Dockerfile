@@ -23,6 +23,9 @@ USER lbsync
 WORKDIR /etc/lbsync
 
 ENV LBSYNC_CONFIG=/etc/lbsync/lbsync.toml
+# In its own network namespace the status API must listen beyond loopback to be scraped;
+# unset it (LBSYNC_API_LISTEN=127.0.0.1:9180) to keep it private to the pod.
+ENV LBSYNC_API_LISTEN=0.0.0.0:9180
 EXPOSE 9180
 ENTRYPOINT ["/usr/local/bin/lbsync-entrypoint"]
 CMD ["run"]

@@ -121,7 +121,9 @@ def write_config(root: Path, source: str, kind: str) -> Path:
     else:
         target += '[target.vars]\nbind = ["127.0.0.1:1"]\n'
     path = root / "lbsync.toml"
-    path.write_text(f'{source}\n[apply]\nmin_wait = "0ms"\nmax_wait = "1s"\n\n{target}')
+    path.write_text(
+        f'{source}\n[apply]\nmin_wait = "0ms"\nmax_wait = "1s"\n\n[api]\nlisten = ""\n\n{target}'
+    )
     return path
 
 
