@@ -27,6 +27,7 @@ import aiohttp
 from lbsync.model.values import Snapshot
 from lbsync.sources.consul import ConsulSource
 from support.ports import free_port
+from support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CACHED_BINARY = REPO / ".cache" / "consul" / "consul"
@@ -144,11 +145,7 @@ class ConsulAgent:
     def start(self) -> None:
         """Start and wait (with a deadline) until a leader is known; blocking, for fixtures."""
         self._spawn()
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self.leader_known():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"consul agent: no leader after {START_TIMEOUT}s")
-            time.sleep(0.02)
+        wait_until(self.leader_known, START_TIMEOUT, "a Consul leader")
 
     async def start_async(self) -> None:
         """`start` without blocking the event loop (a source under test keeps running)."""
