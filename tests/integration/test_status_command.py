@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
@@ -17,21 +16,7 @@ from support.site import Site, running_daemon
 
 
 async def lbsync(site: Site, *args: str) -> tuple[int, str, str]:
-    """The real command line, without blocking the event loop the daemon runs in."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "lbsync",
-        "-c",
-        str(site.config_path),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(30):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await site.lbsync_async(*args)
 
 
 async def test_lbsync_status_prints_what_the_running_daemon_believes(

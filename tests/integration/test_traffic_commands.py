@@ -31,20 +31,7 @@ def instance(port: int, *tags: str, health: str = "passing") -> str:
 
 
 async def lbsync(site: Site, *args: str) -> tuple[int, str, str]:
-    """Run the real command line; exit status, stdout, stderr."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "lbsync",
-        "-c",
-        str(site.config_path),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await site.lbsync_async(*args)
 
 
 @dataclass

@@ -87,6 +87,24 @@ class Site:
     def config(self) -> Config:
         return load(self.config_path, environ={})
 
+    async def lbsync_async(self, *args: str, timeout: float = 60) -> tuple[int, str, str]:
+        """The real command line without blocking the event loop a daemon under test runs in:
+        exit status, stdout, stderr."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "lbsync",
+            "-c",
+            str(self.config_path),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(timeout):
+            out, err = await process.communicate()
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
+
     def lbsync(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run the real `lbsync` command line against this site."""
         return subprocess.run(
