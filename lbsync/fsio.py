@@ -58,12 +58,25 @@ def discard(staged: Path) -> None:
 
 
 def commit(staged: Path, dest: Path, *, previous: bytes | None, keep_backup: bool) -> None:
-    """Replace the destination with the staged file, keeping the previous bytes as a backup."""
+    """Replace the destination with the staged file, keeping the previous bytes as a backup.
+
+    The backup is a second name for the previous file (a hard link, renamed into place): its
+    bytes were made durable when it was written, so no copy and no fsync is needed. Where links
+    are not possible the previous bytes are written out."""
     if keep_backup and previous is not None:
-        backup = stage(dest, previous, dest.stat().st_mode & 0o7777)
-        backup.replace(backup_path(dest))
+        _keep_backup(dest, previous)
     staged.replace(dest)
     _fsync_directory(dest.parent)
+
+
+def _keep_backup(dest: Path, previous: bytes) -> None:
+    link = dest.with_name(f".{dest.name}{STAGE_MARK}backup")
+    discard(link)
+    try:
+        os.link(dest, link)
+    except OSError:
+        link = stage(dest, previous, dest.stat().st_mode & 0o7777)
+    link.replace(backup_path(dest))
 
 
 def write_atomic(dest: Path, content: bytes, mode: int = 0o644) -> None:
