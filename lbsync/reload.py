@@ -22,9 +22,9 @@ from pathlib import Path
 
 from lbsync import fsio
 from lbsync.config import ReloadConfig, ReloadMethod
+from lbsync.mastercli import master_cli as master_cli  # `lbsync rollout` imports it from here
 
 POLL_SECONDS = 0.02
-CLI_TIMEOUT = 2.0
 
 
 class ReloadError(Exception):
@@ -74,23 +74,6 @@ def parse_show_proc(text: str) -> ProcTable:
         failed=int(master.group(3)),
         workers=tuple(int(pid) for pid in _WORKER_LINE.findall(current)),
     )
-
-
-async def master_cli(socket: Path, command: str, *, timeout: float = CLI_TIMEOUT) -> str:
-    """Send one command to HAProxy's master CLI and read the whole answer."""
-
-    async def exchange() -> str:
-        reader, writer = await asyncio.open_unix_connection(str(socket))
-        try:
-            writer.write(command.encode() + b"\n")
-            await writer.drain()
-            if writer.can_write_eof():
-                writer.write_eof()
-            return (await reader.read()).decode(errors="replace")
-        finally:
-            writer.close()
-
-    return await asyncio.wait_for(exchange(), timeout)
 
 
 async def _show_proc(socket: Path, deadline: float) -> ProcTable:
