@@ -10,8 +10,10 @@ for the two shipped templates (haproxy.cfg.j2 and nginx.conf.j2):
     build   lbsync.state.build(catalog, mode) -> DesiredState (split math, weights, names)
     render  lbsync.render.render(state, template, vars) -> str
     plan    encoding the text to bytes, then lbsync.plan.plan(rendered, on_disk, running)
-            against an equal copy of the same bytes (the steady "nothing changed" case, which
-            compares every byte)
+            against a running file rendered from the same input except one service's split
+            (canary 5 % -> 20 %): for HAProxy (a target with a runtime API) this parses the
+            rendered file's layout and compares every backend's servers with the running one's,
+            giving a RUNTIME plan of weight changes; for nginx it compares bytes (FULL)
 
 Why: a source yields a whole snapshot on every change, and lbsync rebuilds and re-renders
 everything from it, so this cycle bounds how fast a large catalog can follow changes and how
@@ -52,11 +54,12 @@ from typing import Any
 
 import jinja2
 
+from lbsync import layout
 from lbsync.config import TargetConfig, parse
 from lbsync.model.catalog import merge
 from lbsync.model.contract import canonical_json, parse_values
 from lbsync.model.values import HealthMode, Snapshot
-from lbsync.plan import Plan, plan
+from lbsync.plan import Plan, Running, plan
 from lbsync.render import load_template, render
 from lbsync.state import build
 
@@ -105,6 +108,12 @@ def values_for(servers: int) -> dict[str, object]:
     return values
 
 
+def with_wider_canary(values: dict[str, object]) -> dict[str, object]:
+    """The same input with the first service's canary share raised from 5 to 20 %."""
+    first = next(key for key in values if key.endswith("/split"))
+    return {**values, first: {"groups": {"canary": 20}}}
+
+
 def describe(key: str) -> str:
     """How the services file names a key in a refusal."""
     return f"/etc/lbsync/services.toml [{key.replace('/', '.')}]"
@@ -126,6 +135,7 @@ class Target:
     name: str
     template: jinja2.Template
     variables: dict[str, Any]
+    runtime: bool
 
 
 def targets() -> list[Target]:
@@ -133,14 +143,21 @@ def targets() -> list[Target]:
     document = {
         "source": {"file": {"path": "services.toml"}},
         "target": [
-            {"name": "haproxy", "kind": "haproxy", "dest": "/run/lbsync/haproxy.cfg"},
+            {
+                "name": "haproxy",
+                "kind": "haproxy",
+                "dest": "/run/lbsync/haproxy.cfg",
+                "reload": {"method": "master-cli", "socket": "/run/lbsync/master.sock"},
+            },
             {"name": "nginx", "kind": "nginx", "dest": "/run/lbsync/nginx.conf"},
         ],
     }
     config = parse(document, Path("/etc/lbsync/lbsync.toml"))
 
     def target(config: TargetConfig) -> Target:
-        return Target(config.name, load_template(config.template), config.vars)
+        return Target(
+            config.name, load_template(config.template), config.vars, runtime=config.runtime
+        )
 
     return [target(each) for each in config.targets]
 
@@ -155,9 +172,10 @@ class Cycle:
 
 
 def cycle(
-    values: dict[str, object], target: Target, on_disk: bytes | None, mode: HealthMode
+    values: dict[str, object], target: Target, running: Running | None, mode: HealthMode
 ) -> Cycle:
-    """parse -> merge -> build -> render -> plan once, timing each step."""
+    """parse -> merge -> build -> render -> plan once, timing each step; `running` is on disk
+    too."""
     clock: Callable[[], float] = time.perf_counter
     mark = clock()
     snapshot = snapshot_of(values)
@@ -169,12 +187,14 @@ def cycle(
     text = render(state, target.template, target.variables)
     rendered_at = clock()
     rendered = text.encode()
-    decided = plan(rendered, on_disk, on_disk)
+    on_disk = None if running is None else running.content
+    decided = plan(rendered, on_disk, running, layout.parse(text) if target.runtime else None)
     planned = clock()
     if state.rejected:  # holds the snapshot's and the merge's refusals too
         raise SystemExit(f"bench input was refused: {state.rejected[0]}")
-    if on_disk is not None and decided is not Plan.NOTHING:
-        raise SystemExit(f"{target.name}: rendering is not deterministic (plan {decided})")
+    expected = Plan.RUNTIME if target.runtime else Plan.FULL
+    if running is not None and decided.plan is not expected:
+        raise SystemExit(f"{target.name}: expected a {expected} plan, got {decided}")
     return Cycle(
         seconds={
             "parse": parsed - mark,
@@ -215,13 +235,20 @@ def measure(servers: int, target: Target, repeat: int | None, mode: HealthMode) 
     warm_seconds = time.perf_counter() - started
     if warm.servers != servers:
         raise SystemExit(f"expected {servers} servers in the state, got {warm.servers}")
-    on_disk = bytes(bytearray(warm.rendered))  # equal bytes, another object: a full comparison
+    variant = cycle(with_wider_canary(values), target, None, mode)
+    running = Running(
+        variant.rendered,
+        layout.parse(variant.rendered.decode()) if target.runtime else None,
+        validated=True,
+    )
     if repeat is None:
         repeat = int(min(MAX_REPEAT, max(MIN_REPEAT, BUDGET_SECONDS / max(warm_seconds, 1e-6))))
     samples: dict[str, list[float]] = {step: [] for step in (*STEPS, "total")}
     for _ in range(repeat):
         gc.collect()
-        result = cycle(values, target, on_disk, mode)
+        result = cycle(values, target, running, mode)
+        if result.rendered != warm.rendered:
+            raise SystemExit(f"{target.name}: rendering is not deterministic")
         for step, seconds in result.seconds.items():
             samples[step].append(seconds)
         samples["total"].append(sum(result.seconds.values()))

@@ -78,6 +78,8 @@ class TargetConfig:
     mode: int
     backup: bool
     variables: tuple[tuple[str, Any], ...]
+    # weights and servers joining or leaving through HAProxy's runtime API (master socket)
+    runtime: bool = False
 
     @property
     def vars(self) -> dict[str, Any]:
@@ -356,7 +358,7 @@ def _target_name(table: Mapping[str, Any], index: int) -> str:
 def _target(reader: _Reader, index: int) -> TargetConfig:
     reader.check_known(
         {"name", "kind", "template", "dest", "validate", "validate_timeout", "reload", "mode"}
-        | {"backup", "vars"}
+        | {"backup", "vars", "runtime"}
     )
     kind = reader.choice("kind", TargetKind, TargetKind.HAPROXY)
     name = reader.text("name", _target_name(reader.table, index))
@@ -384,6 +386,9 @@ def _target(reader: _Reader, index: int) -> TargetConfig:
     backup = reader.table.get("backup", True)
     if not isinstance(backup, bool):
         raise ConfigError(f"{reader.name('backup')}: must be true or false")
+    reload = _reload(
+        reader.table_at("reload"), kind, Path(str(variables["run_dir"])) / "haproxy.state"
+    )
     return TargetConfig(
         name=name,
         kind=kind,
@@ -391,13 +396,26 @@ def _target(reader: _Reader, index: int) -> TargetConfig:
         dest=dest,
         validate=reader.argv("validate", _VALIDATE[kind]),
         validate_timeout=reader.duration("validate_timeout", 30.0),
-        reload=_reload(
-            reader.table_at("reload"), kind, Path(str(variables["run_dir"])) / "haproxy.state"
-        ),
+        reload=reload,
         mode=mode_bits,
         backup=backup,
         variables=tuple(sorted(variables.items())),
+        runtime=_runtime(reader, kind, reload),
     )
+
+
+def _runtime(reader: _Reader, kind: TargetKind, reload: ReloadConfig) -> bool:
+    """Whether runtime-only changes skip the reload: by default wherever HAProxy's master
+    socket is known, since runtime commands must reach the current worker through it."""
+    possible = kind is TargetKind.HAPROXY and reload.method is ReloadMethod.MASTER_CLI
+    runtime = reader.table.get("runtime", possible)
+    if not isinstance(runtime, bool):
+        raise ConfigError(f"{reader.name('runtime')}: must be true or false")
+    if runtime and not possible:
+        raise ConfigError(
+            f"{reader.name('runtime')}: needs kind haproxy with reload method master-cli"
+        )
+    return runtime
 
 
 def _env_value(text: str) -> Any:

@@ -140,6 +140,8 @@ class Daemon:
             if self._retry is not None:
                 self._retry.cancel()
             await self.api.stop()
+            for runner in self.runners:
+                runner.close()  # its kept runtime API connection
 
     async def wait_for(self, predicate: Callable[[Status], bool], timeout: float) -> Status:
         """Wait until the status satisfies a predicate (for tests and tools)."""

@@ -19,17 +19,20 @@ class Outcome(StrEnum):
     INVALID = "invalid"
     WRITE_FAILED = "write-failed"
     RELOAD_FAILED = "reload-failed"
+    RUNTIME_FAILED = "runtime-failed"
 
 
 FAILURES = frozenset(
     {Outcome.PENDING, Outcome.RENDER_FAILED, Outcome.INVALID}
-    | {Outcome.WRITE_FAILED, Outcome.RELOAD_FAILED}
+    | {Outcome.WRITE_FAILED, Outcome.RELOAD_FAILED, Outcome.RUNTIME_FAILED}
 )
 
 
 @dataclass(frozen=True)
 class ApplyReport:
-    """The typed record of one target's cycle."""
+    """The typed record of one target's cycle. `plan` is what was decided; a RUNTIME plan whose
+    runtime apply failed and was completed by a reload says so in `detail`. `runtime_ops` counts
+    the runtime operations sent (weights set, servers added or removed)."""
 
     target: str
     outcome: Outcome
@@ -39,6 +42,7 @@ class ApplyReport:
     error: str | None = None
     digest: str | None = None
     detail: str | None = None
+    runtime_ops: int = 0
 
     @property
     def failed(self) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 
 from support.processes import Backends, HAProxy
 from support.servicesfile import instance
-from support.site import Site, running_daemon
+from support.site import Site, next_cycle, running_daemon
 from support.traffic import shares, tally
 
 HOST = "shop.example.com"
@@ -60,7 +60,7 @@ async def test_blue_green_100_0_sends_nothing_to_green(
     assert counts["blue-1"] + counts["blue-2"] == 1000
 
 
-async def test_editing_the_services_file_shifts_traffic_without_restarting_lbsync(
+async def test_editing_the_split_shifts_traffic_through_the_runtime_api_without_a_reload(
     haproxy_site: tuple[Site, HAProxy], backends: Callable[[list[str]], Backends]
 ) -> None:
     site, proxy = haproxy_site
@@ -68,11 +68,13 @@ async def test_editing_the_services_file_shifts_traffic_without_restarting_lbsyn
     async with running_daemon(site.config()) as daemon:
         await daemon.wait_for(lambda status: status.ready, 10)
         first_worker = proxy.worker_pids()
-        site.write_services(shop(ports, {"blue": 20, "green": 80}))
-        await daemon.wait_for(
-            lambda status: any(r.outcome == "applied" for r in status.targets), 10
+        status = await next_cycle(
+            daemon, lambda: site.write_services(shop(ports, {"blue": 20, "green": 80}))
         )
-        assert proxy.worker_pids() != first_worker  # reloaded, not restarted
+        report = status.targets[0]
+        assert (report.outcome, report.plan, report.runtime_ops) == ("applied", "runtime", 3)
+        assert proxy.worker_pids() == first_worker  # no reload
+        assert "weight" in site.dest.read_text()
         measured = shares(await tally(site.port, HOST, 2000), BLUE_GREEN)
     assert abs(measured["green"] - 80) <= 3, measured
     assert abs(measured["blue"] - 20) <= 3, measured

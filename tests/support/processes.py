@@ -99,6 +99,30 @@ class HAProxy:
             if len(line.split()) > 1 and line.split()[1] == "worker"
         )
 
+    def reloads(self) -> int:
+        """How many times the master has reloaded (the `show proc` master line)."""
+        text = master_cli(self.master_socket, "show proc")
+        for line in text.splitlines():
+            fields = line.split()
+            if len(fields) > 2 and fields[1] == "master":
+                return int(fields[2])
+        raise AssertionError(f"no master line in {text!r}")
+
+    def servers(self, backend: str) -> dict[str, tuple[int, int]]:
+        """Each server of a backend as the current worker runs it: (weight, admin state),
+        read with `@1 show servers state <backend>` (columns 4, 7 and 8 of format 1)."""
+        text = master_cli(self.master_socket, f"@1 show servers state {backend}")
+        servers = {}
+        for line in text.splitlines():
+            fields = line.split()
+            if len(fields) > 8 and fields[0].isdigit() and fields[1] == backend:
+                servers[fields[3]] = (int(fields[7]), int(fields[6]))
+        return servers
+
+    def weights(self, backend: str) -> dict[str, int]:
+        """Each server's current weight in a backend."""
+        return {name: weight for name, (weight, _) in self.servers(backend).items()}
+
     def failed_reloads(self) -> int:
         text = master_cli(self.master_socket, "show proc")
         for line in text.splitlines():

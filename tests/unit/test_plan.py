@@ -1,32 +1,200 @@
-"""The plan: nothing, reload only, or the full path, from rendered, on-disk and running bytes."""
+"""The plan: nothing, runtime, reload or full, from the rendered, on-disk and running files."""
 
 from __future__ import annotations
 
 import pytest
 
-from lbsync.plan import Plan, plan
+from lbsync import layout
+from lbsync.plan import AddServer, Decision, DelServer, Plan, Running, SetWeight, plan
 
-NEW = b"backend shop\n    server blue-1 127.0.0.1:9101 weight 256\n"
-OLD = b"backend shop\n    server blue-1 127.0.0.1:9101 weight 128\n"
+HEAD = """global
+    stats socket /run/haproxy.sock mode 600 level admin
+defaults
+    mode http
+    default-server init-addr last,libc,none
+frontend web
+    bind 127.0.0.1:8080
+    default_backend shop
+"""
+SHOP = "backend shop\n    balance roundrobin\n"
+BLUE_1 = "    server blue-1 127.0.0.1:9101 weight {} check inter 2000\n"
+BLUE_2 = "    server blue-2 127.0.0.1:9102 weight {} check inter 2000\n"
+GREEN_1 = "    server green-1 127.0.0.1:9201 weight {} check inter 2000\n"
+
+
+def config(*lines: str, head: str = HEAD, backend: str = SHOP) -> bytes:
+    return (head + backend + "".join(lines)).encode()
+
+
+BASE = config(BLUE_1.format(256), GREEN_1.format(28))
+
+
+def decide(rendered: bytes, running: bytes | None, *, on_disk: bytes | None = BASE) -> Decision:
+    """The plan of a target with a runtime API whose proxy runs validated `running` bytes."""
+    known = None if running is None else Running(running, layout.parse(running.decode()), True)
+    return plan(rendered, on_disk, known, layout.parse(rendered.decode()))
 
 
 @pytest.mark.parametrize(
     ("rendered", "on_disk", "running", "expected"),
     [
-        pytest.param(NEW, NEW, NEW, Plan.NOTHING, id="disk and proxy up to date"),
-        pytest.param(NEW, NEW, OLD, Plan.RELOAD, id="disk right, proxy runs older bytes"),
-        pytest.param(NEW, NEW, None, Plan.RELOAD, id="disk right, proxy state unknown"),
-        pytest.param(NEW, OLD, OLD, Plan.FULL, id="new bytes"),
-        pytest.param(NEW, OLD, NEW, Plan.FULL, id="disk lags although proxy runs them"),
-        pytest.param(NEW, None, None, Plan.FULL, id="no file yet"),
+        pytest.param(BASE, BASE, BASE, Plan.NOTHING, id="disk and proxy up to date"),
+        pytest.param(BASE, BASE, b"old", Plan.RELOAD, id="disk right, proxy runs older bytes"),
+        pytest.param(BASE, BASE, None, Plan.RELOAD, id="disk right, proxy state unknown"),
+        pytest.param(BASE, b"old", b"old", Plan.FULL, id="new bytes"),
+        pytest.param(BASE, b"old", BASE, Plan.FULL, id="disk lags although proxy runs them"),
+        pytest.param(BASE, None, None, Plan.FULL, id="no file yet"),
         pytest.param(b"", None, None, Plan.FULL, id="empty render, no file"),
     ],
 )
-def test_plan_compares_rendered_disk_and_running_bytes(
+def test_without_a_runtime_api_the_plan_compares_bytes(
     rendered: bytes, on_disk: bytes | None, running: bytes | None, expected: Plan
 ) -> None:
-    assert plan(rendered, on_disk, running) is expected
+    decision = plan(rendered, on_disk, None if running is None else Running(running))
+    assert decision.plan is expected
+    assert decision.operations == ()
+    assert decision.write is (rendered != on_disk)
+
+
+def test_a_weight_change_is_one_set_weight_and_skips_the_validator() -> None:
+    new = config(BLUE_1.format(256), GREEN_1.format(64))
+    decision = decide(new, BASE)
+    assert decision == Decision(
+        Plan.RUNTIME, (SetWeight("shop", "green-1", 64),), write=True, validate=False
+    )
+
+
+def test_a_weight_change_from_a_file_not_validated_here_is_validated() -> None:
+    new = config(BLUE_1.format(256), GREEN_1.format(64))
+    running = Running(BASE, layout.parse(BASE.decode()), validated=False)
+    decision = plan(new, BASE, running, layout.parse(new.decode()))
+    assert decision.plan is Plan.RUNTIME and decision.validate
+
+
+def test_a_joining_server_is_added_with_its_line_and_its_check_then_validated() -> None:
+    new = config(BLUE_1.format(256), BLUE_2.format(256), GREEN_1.format(28))
+    decision = decide(new, BASE)
+    arguments = ("127.0.0.1:9102", "weight", "256", "check", "inter", "2000")
+    assert decision.operations == (AddServer("shop", "blue-2", arguments, 256, checked=True),)
+    assert decision.plan is Plan.RUNTIME and decision.validate
+
+
+def test_servers_join_before_weights_change_and_leave_last() -> None:
+    new = config(BLUE_2.format(100), GREEN_1.format(256))
+    decision = decide(new, BASE)
+    assert [type(operation) for operation in decision.operations] == [
+        AddServer,
+        SetWeight,
+        DelServer,
+    ]
+    assert decision.operations[2] == DelServer("shop", "blue-1")
+
+
+def test_a_file_already_on_disk_but_not_running_is_a_runtime_plan_without_write() -> None:
+    new = config(BLUE_1.format(200), GREEN_1.format(28))
+    decision = decide(new, BASE, on_disk=new)
+    assert decision.plan is Plan.RUNTIME and not decision.write
+
+
+STRUCTURAL = [
+    pytest.param(
+        config(BLUE_1.format(256), GREEN_1.format(28), head=HEAD.replace("8080", "8081")),
+        "outside backend server lines",
+        id="frontend changed",
+    ),
+    pytest.param(
+        config(BLUE_1.format(256), GREEN_1.format(28), backend=SHOP + "    option httpchk\n"),
+        "outside backend server lines",
+        id="backend option added",
+    ),
+    pytest.param(
+        config(BLUE_1.format(256), GREEN_1.format(28).replace("9201", "9202")),
+        "changed beyond its weight",
+        id="address changed",
+    ),
+    pytest.param(
+        config(BLUE_1.format(256), GREEN_1.format(28).replace("inter 2000", "inter 1000")),
+        "changed beyond its weight",
+        id="check interval changed",
+    ),
+    pytest.param(
+        config(BLUE_1.format(256), GREEN_1.format(300)),
+        "outside 0-256",
+        id="weight out of range",
+    ),
+    pytest.param(
+        config(BLUE_1.format(256), GREEN_1.format(28).replace(" weight 28", "")),
+        "weight given as a plain integer on only one side",
+        id="weight removed",
+    ),
+    pytest.param(
+        config(BLUE_1.format(256), GREEN_1.format(28), '    server x "1.2.3.4:80" weight 1\n'),
+        "cannot be sent to the runtime API",
+        id="quoted line joins",
+    ),
+    pytest.param(
+        config(BLUE_1.format(256), GREEN_1.format(28), GREEN_1.format(1)),
+        "two servers with the same name",
+        id="duplicate server",
+    ),
+]
+
+
+@pytest.mark.parametrize(("rendered", "reason"), STRUCTURAL)
+def test_anything_but_weights_joins_and_leaves_is_a_full_reload(
+    rendered: bytes, reason: str
+) -> None:
+    decision = decide(rendered, BASE)
+    assert decision.plan is Plan.FULL
+    assert decision.write and decision.validate
+    assert reason in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("backend", "dynamic"),
+    [
+        pytest.param("backend shop\n    balance roundrobin\n", True, id="roundrobin"),
+        pytest.param("backend shop\n    balance leastconn\n", True, id="leastconn"),
+        pytest.param("backend shop\n    balance random\n", True, id="random"),
+        pytest.param("backend shop\n", True, id="default roundrobin"),
+        pytest.param("backend shop\n    balance static-rr\n", False, id="static-rr"),
+        pytest.param("backend shop\n    balance source\n", False, id="map-based hash"),
+        pytest.param(
+            "backend shop\n    balance hdr(host)\n    hash-type consistent\n",
+            True,
+            id="consistent hash",
+        ),
+    ],
+)
+def test_only_dynamic_balance_algorithms_take_runtime_weights(backend: str, dynamic: bool) -> None:
+    old = config(BLUE_1.format(256), GREEN_1.format(28), backend=backend)
+    new = config(BLUE_1.format(256), GREEN_1.format(64), backend=backend)
+    decision = decide(new, old, on_disk=old)
+    assert decision.plan is (Plan.RUNTIME if dynamic else Plan.FULL)
+
+
+def test_the_balance_of_a_defaults_section_is_inherited() -> None:
+    head = HEAD.replace("    mode http\n", "    mode http\n    balance static-rr\n")
+    old = config(BLUE_1.format(256), GREEN_1.format(28), head=head, backend="backend shop\n")
+    new = config(BLUE_1.format(256), GREEN_1.format(64), head=head, backend="backend shop\n")
+    assert decide(new, old, on_disk=old).plan is Plan.FULL
+
+
+def test_default_server_settings_make_joins_reload_but_not_weights() -> None:
+    head = HEAD.replace("init-addr last,libc,none", "check inter 1000")
+    old = config(BLUE_1.format(256), GREEN_1.format(28), head=head)
+    weights = config(BLUE_1.format(256), GREEN_1.format(64), head=head)
+    joins = config(BLUE_1.format(256), BLUE_2.format(1), GREEN_1.format(28), head=head)
+    assert decide(weights, old, on_disk=old).plan is Plan.RUNTIME
+    joined = decide(joins, old, on_disk=old)
+    assert joined.plan is Plan.FULL and "default-server" in joined.reason
+
+
+def test_cosmetic_spacing_in_server_lines_needs_no_operation() -> None:
+    new = BASE.replace(b"weight 28 check", b"weight 28  check")
+    decision = decide(new, BASE)
+    assert decision == Decision(Plan.RUNTIME, (), write=True, validate=False)
 
 
 def test_plan_values_are_their_names() -> None:
-    assert [str(member) for member in Plan] == ["nothing", "reload", "full"]
+    assert [str(member) for member in Plan] == ["nothing", "runtime", "reload", "full"]
