@@ -321,6 +321,14 @@ def _consul(reader: _Reader) -> ConsulSourceConfig:
     )
 
 
+def _listen(reader: _Reader) -> str:
+    """The status API's `host:port`, or "" for no API."""
+    listen = reader.table.get("listen", "127.0.0.1:9180")
+    if not isinstance(listen, str):
+        raise ConfigError(f'{reader.name("listen")}: a host:port string, or "" for no API')
+    return listen
+
+
 def _reload(reader: _Reader, kind: TargetKind, state_file: Path | None) -> ReloadConfig:
     reader.check_known({"method", "socket", "pidfile", "signal", "argv", "timeout"})
     default = ReloadMethod.NONE
@@ -543,7 +551,7 @@ def _parse(root: _Reader) -> Config:
         health_mode=root.choice("health", HealthMode, HealthMode.PASSING),
         min_wait=min_wait,
         max_wait=max_wait,
-        api_listen=api.text("listen", "127.0.0.1:9180"),
+        api_listen=_listen(api),
     )
 
 
