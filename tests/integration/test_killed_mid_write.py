@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from support.processes import Backends, HAProxy
 from support.servicesfile import instance, services_toml, write_atomically
 from support.site import Site
+from support.waiting import wait_until
+
+
+def started(log: Path) -> bool:
+    """Whether the daemon writing this log is running (it logs that before its first cycle)."""
+    return "lbsync started" in log.read_text()
 
 
 def test_sigkill_during_rewrites_never_leaves_a_partial_or_invalid_file(
@@ -29,13 +37,16 @@ def test_sigkill_during_rewrites_never_leaves_a_partial_or_invalid_file(
     write(1)
     site.lbsync("once")  # the first file (pending: no HAProxy runs in this test)
     seen = {site.dest.read_bytes()}
-    for _ in range(5):
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "lbsync", "-c", str(site.config_path), "run"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + rng.uniform(1.0, 2.0)
+    for round_number in range(5):
+        log = site.root / f"lbsync-{round_number}.log"
+        with log.open("w") as output:
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "lbsync", "-c", str(site.config_path), "run"],
+                stdout=subprocess.DEVNULL,
+                stderr=output,
+            )
+        wait_until(functools.partial(started, log), 30, "lbsync to start")
+        deadline = time.monotonic() + rng.uniform(0.7, 1.5)
         while time.monotonic() < deadline:  # a new, large instance set every few ms
             write(rng.randrange(1, 400))
             time.sleep(0.005)  # pacing the writer, not synchronising with lbsync

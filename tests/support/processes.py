@@ -50,6 +50,8 @@ class Backends:
 
     def stop(self) -> None:
         stop_process(self.process)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 def master_cli(socket_path: Path, command: str, timeout: float = 2.0) -> str:
