@@ -261,3 +261,33 @@ def parse_raw(raw: Mapping[str, str], *, describe: Callable[[str], str]) -> Pars
             refused.append((key, Rejection(where=describe(key), message=str(error))))
     entries, rejected = parse_values(decoded, describe=describe)
     return entries, tuple(sorted(rejected + tuple(refused), key=lambda pair: pair[0]))
+
+
+class ParseCache:
+    """`parse_raw` for a source that re-parses its whole prefix on every change: each key is
+    parsed again only when its text changed, so one write costs one key's parse, not all."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[str, tuple[str, Entry | Rejection | None]] = {}
+
+    def parse(self, raw: Mapping[str, str], *, describe: Callable[[str], str]) -> Parsed:
+        """The same result as `parse_raw(raw, describe=describe)`."""
+        parsed: dict[str, tuple[str, Entry | Rejection | None]] = {}
+        for key, text in raw.items():
+            if not is_contract_key(key):
+                continue
+            known = self._parsed.get(key)
+            if known is not None and known[0] == text:
+                parsed[key] = known
+                continue
+            try:
+                parsed[key] = (text, parse_entry(key, decode_json(text)))
+            except ContractError as error:
+                parsed[key] = (text, Rejection(where=describe(key), message=str(error)))
+        self._parsed = parsed
+        ordered = sorted(parsed.items())
+        entries = tuple(
+            (key, r) for key, (_, r) in ordered if r is not None and not isinstance(r, Rejection)
+        )
+        rejected = tuple((key, r) for key, (_, r) in ordered if isinstance(r, Rejection))
+        return entries, rejected

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from lbsync.config import EtcdSourceConfig
-from lbsync.model.contract import parse_raw
+from lbsync.model.contract import ParseCache
 from lbsync.model.values import Snapshot
 from lbsync.sources.etcd.client import EtcdClient
 from lbsync.sources.etcd.errors import (
@@ -58,6 +58,7 @@ class EtcdSource:
         self._request_timeout = request_timeout
         self._idle_timeout = idle_timeout
         self._retry_max = retry_max
+        self._parse_cache = ParseCache()
 
     @classmethod
     def from_config(cls, config: EtcdSourceConfig) -> EtcdSource:
@@ -99,7 +100,9 @@ class EtcdSource:
             key.removeprefix(self.prefix): value.decode("utf-8", errors="replace")
             for key, value in values.items()
         }
-        entries, rejected = parse_raw(raw, describe=lambda key: f"etcd key {self.prefix}{key}")
+        entries, rejected = self._parse_cache.parse(
+            raw, describe=lambda key: f"etcd key {self.prefix}{key}"
+        )
         return Snapshot(
             source=self.name, entries=entries, rejected=rejected, raw=tuple(sorted(raw.items()))
         )
