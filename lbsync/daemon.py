@@ -47,19 +47,7 @@ def sources_for(config: Config) -> list[Source]:
         elif kind == "etcd" and config.etcd_source is not None:
             sources.append(EtcdSource.from_config(config.etcd_source))
         elif kind == "consul" and config.consul_source is not None:
-            consul = config.consul_source
-            sources.append(
-                ConsulSource(
-                    addresses=consul.addresses,
-                    prefix=consul.prefix,
-                    token=consul.token,
-                    datacenter=consul.datacenter,
-                    ca_file=consul.ca_file,
-                    cert_file=consul.cert_file,
-                    key_file=consul.key_file,
-                    wait=consul.wait,
-                )
-            )
+            sources.append(ConsulSource.from_config(config.consul_source))
     return sources
 
 

@@ -50,20 +50,34 @@ async def reload_repeatedly(site: Site, ports: dict[str, int], count: int) -> in
     return await change_repeatedly(site, documents, "full")
 
 
-async def test_haproxy_reloads_under_load_drop_no_request(
-    haproxy_site: tuple[Site, HAProxy], backends: Callable[[list[str]], Backends]
-) -> None:
-    site, proxy = haproxy_site
+async def reloads_under_load(
+    site: Site,
+    proxy: HAProxy | Nginx,
+    backends: Callable[[list[str]], Backends],
+    *,
+    keepalive: int,
+    fresh: int,
+) -> tuple[int, dict[str, Any]]:
+    """Start the proxy, run RELOADS confirmed reloads under a load process; the reload count
+    and the load's tally."""
     ports = backends(["blue-1", "blue-2", "blue-3"]).ports
     site.write_services(services(ports))
     site.lbsync("once")
     proxy.start()
-    process = load.start(site.port, HOST, keepalive=4, fresh=4)
+    process = load.start(site.port, HOST, keepalive=keepalive, fresh=fresh)
     try:
         applied = await reload_repeatedly(site, ports, RELOADS)
     finally:
         result = load.stop(process)
-    print(f"haproxy: {applied} reloads, {result}")
+    print(f"{site.kind}: {applied} reloads, {result}")
+    return applied, result
+
+
+async def test_haproxy_reloads_under_load_drop_no_request(
+    haproxy_site: tuple[Site, HAProxy], backends: Callable[[list[str]], Backends]
+) -> None:
+    site, proxy = haproxy_site
+    applied, result = await reloads_under_load(site, proxy, backends, keepalive=4, fresh=4)
     assert applied == RELOADS
     assert result["requests"] > 1000, result
     assert result["failed"] == 0, result
@@ -73,16 +87,7 @@ async def test_nginx_reloads_under_load_drop_no_new_connection_request(
     nginx_site: tuple[Site, Nginx], backends: Callable[[list[str]], Backends]
 ) -> None:
     site, proxy = nginx_site
-    ports = backends(["blue-1", "blue-2", "blue-3"]).ports
-    site.write_services(services(ports))
-    site.lbsync("once")
-    proxy.start()
-    process = load.start(site.port, HOST, keepalive=0, fresh=8)
-    try:
-        applied = await reload_repeatedly(site, ports, RELOADS)
-    finally:
-        result = load.stop(process)
-    print(f"nginx: {applied} reloads, {result}")
+    applied, result = await reloads_under_load(site, proxy, backends, keepalive=0, fresh=8)
     assert applied == RELOADS
     assert result["requests"] > 1000, result
     assert result["failed"] == 0, result

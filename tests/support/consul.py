@@ -27,7 +27,7 @@ import aiohttp
 from lbsync.model.values import Snapshot
 from lbsync.sources.consul import ConsulSource
 from support.ports import free_port
-from support.waiting import wait_until
+from support.waiting import async_wait_until, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CACHED_BINARY = REPO / ".cache" / "consul" / "consul"
@@ -150,11 +150,11 @@ class ConsulAgent:
     async def start_async(self) -> None:
         """`start` without blocking the event loop (a source under test keeps running)."""
         self._spawn()
-        deadline = time.monotonic() + START_TIMEOUT
-        while not await asyncio.to_thread(self.leader_known):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"consul agent: no leader after {START_TIMEOUT}s")
-            await asyncio.sleep(0.02)
+
+        async def leader() -> bool:
+            return await asyncio.to_thread(self.leader_known)
+
+        await async_wait_until(leader, START_TIMEOUT, "a Consul leader")
 
     def stop(self) -> None:
         """Kill by PID and reap; the ports are free again for a restart."""

@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from lbsync.config import ConfigError
+from lbsync.config import ConfigError, ConsulSourceConfig
 from lbsync.model.values import Rejection, Snapshot
 from lbsync.sources.consul.agents import (
     CATALOG_NEEDS,
@@ -88,6 +88,20 @@ def _tls(
 
 class ConsulSource:
     """Yields whole snapshots of the KV prefix and the exposed services' instances."""
+
+    @classmethod
+    def from_config(cls, config: ConsulSourceConfig) -> ConsulSource:
+        """The source a `[source.consul]` table describes."""
+        return cls(
+            addresses=config.addresses,
+            prefix=config.prefix,
+            token=config.token,
+            datacenter=config.datacenter,
+            ca_file=config.ca_file,
+            cert_file=config.cert_file,
+            key_file=config.key_file,
+            wait=config.wait,
+        )
 
     def __init__(
         self,
