@@ -7,9 +7,9 @@ for the two shipped templates (haproxy.cfg.j2 and nginx.conf.j2):
             the raw `kv` texts and the Snapshot, as the services file source builds them
             (no TOML decoding and no file I/O: the values dict is built in memory beforehand)
     merge   lbsync.model.catalog.merge([snapshot]) -> Catalog
-    build   lbsync.state.build(catalog, mode) -> DesiredState (split math, weights, names)
-    render  lbsync.render.render(state, template, vars) -> str
-    plan    encoding the text to bytes, then lbsync.plan.plan(rendered, on_disk, running)
+    build   lbsync.core.state.build(catalog, mode) -> DesiredState (split math, weights, names)
+    render  lbsync.pipeline.render.render(state, template, vars) -> str
+    plan    encoding the text to bytes, then lbsync.pipeline.decision.decide(rendered, ...)
             against a running file rendered from the same input except one service's split
             (canary 5 % -> 20 %): for HAProxy (a target with a runtime API) this parses the
             rendered file's layout and compares every backend's servers with the running one's,
@@ -54,14 +54,14 @@ from typing import Any
 
 import jinja2
 
-from lbsync import layout
 from lbsync.config import TargetConfig, parse
+from lbsync.core.state import build
+from lbsync.haproxy import layout
 from lbsync.model.catalog import merge
 from lbsync.model.contract import canonical_json, parse_values
 from lbsync.model.values import HealthMode, Snapshot
-from lbsync.plan import Plan, Running, plan
-from lbsync.render import load_template, render
-from lbsync.state import build
+from lbsync.pipeline.decision import Plan, Running, decide
+from lbsync.pipeline.render import load_template, render
 
 SERVERS_PER_SERVICE = 10
 CANARIES_PER_SERVICE = 2
@@ -172,7 +172,7 @@ class Cycle:
 
 
 def cycle(
-    values: dict[str, object], target: Target, running: Running | None, mode: HealthMode
+    values: dict[str, object], target: Target, *, running: Running | None, mode: HealthMode
 ) -> Cycle:
     """parse -> merge -> build -> render -> plan once, timing each step; `running` is on disk
     too."""
@@ -188,7 +188,12 @@ def cycle(
     rendered_at = clock()
     rendered = text.encode()
     on_disk = None if running is None else running.content
-    decided = plan(rendered, on_disk, running, layout.parse(text) if target.runtime else None)
+    decided = decide(
+        rendered,
+        on_disk=on_disk,
+        running=running,
+        layout=layout.parse(text) if target.runtime else None,
+    )
     planned = clock()
     if state.rejected:  # holds the snapshot's and the merge's refusals too
         raise SystemExit(f"bench input was refused: {state.rejected[0]}")
@@ -226,16 +231,16 @@ class Row:
     rendered_kb: float
 
 
-def measure(servers: int, target: Target, repeat: int | None, mode: HealthMode) -> Row:
+def measure(servers: int, target: Target, *, repeat: int | None, mode: HealthMode) -> Row:
     """Warm up once, then time `repeat` cycles (or as many as fit the budget)."""
     values = values_for(servers)
     gc.collect()
     started = time.perf_counter()
-    warm = cycle(values, target, None, mode)
+    warm = cycle(values, target, running=None, mode=mode)
     warm_seconds = time.perf_counter() - started
     if warm.servers != servers:
         raise SystemExit(f"expected {servers} servers in the state, got {warm.servers}")
-    variant = cycle(with_wider_canary(values), target, None, mode)
+    variant = cycle(with_wider_canary(values), target, running=None, mode=mode)
     running = Running(
         variant.rendered,
         layout.parse(variant.rendered.decode()) if target.runtime else None,
@@ -246,7 +251,7 @@ def measure(servers: int, target: Target, repeat: int | None, mode: HealthMode) 
     samples: dict[str, list[float]] = {step: [] for step in (*STEPS, "total")}
     for _ in range(repeat):
         gc.collect()
-        result = cycle(values, target, running, mode)
+        result = cycle(values, target, running=running, mode=mode)
         if result.rendered != warm.rendered:
             raise SystemExit(f"{target.name}: rendering is not deterministic")
         for step, seconds in result.seconds.items():
@@ -268,7 +273,7 @@ def peak_memory(servers: int, target: Target, mode: HealthMode) -> int:
     gc.collect()
     tracemalloc.start()
     try:
-        cycle(values, target, None, mode)
+        cycle(values, target, running=None, mode=mode)
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -342,7 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{SERVERS_PER_SERVICE} servers per service"
     )
     rows = [
-        measure(servers, target, args.repeat, mode) for servers in args.sizes for target in shipped
+        measure(servers, target, repeat=args.repeat, mode=mode)
+        for servers in args.sizes
+        for target in shipped
     ]
     for title, pick in (("median", "median"), ("p95 (nearest rank)", "p95")):
         print(f"\n{title} of the timed cycles after one warm-up, ms\n")

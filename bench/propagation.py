@@ -9,7 +9,11 @@ that wrote the file (the daemon publishes its status right after writing). Chang
 
 Targets: `haproxy` (each file validated by `haproxy -c`, as in production; reload `none`) and
 `generic` (no validator: the source and the pipeline alone).
-Run: `python bench/propagation.py [--changes 200]`.
+
+`consul restart`: the Consul source (blocking wait 30 s) follows an agent that is restarted
+(its index starts again near 1); the time from the first write after the restart to the
+source's snapshot holding it. Without the index reset that write would wait out the 30 s.
+Run: `python bench/propagation.py [--changes 200] [--restarts 5]`.
 """
 
 from __future__ import annotations
@@ -28,14 +32,17 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))  # the tests' process helpers: real etcd and Consul, free ports
 
-from support.consul import ConsulAgent  # noqa: E402
+from support.consul import ConsulAgent, following  # noqa: E402
 from support.etcd import EtcdServer  # noqa: E402
 from support.site import running_daemon  # noqa: E402
 
-from lbsync.config import load  # noqa: E402
-from lbsync.model.values import Health  # noqa: E402
-from lbsync.sources.etcd import EtcdClient  # noqa: E402
-from lbsync.status import Status  # noqa: E402
+from lbsync.config import ConsulSourceConfig, load  # noqa: E402
+from lbsync.daemon.status import Status  # noqa: E402
+from lbsync.kv.etcd import EtcdClient  # noqa: E402
+from lbsync.model.values import Health, Snapshot  # noqa: E402
+from lbsync.sources.consul import ConsulSource  # noqa: E402
+
+RESTART_WAIT = 30.0
 
 GENERIC_TEMPLATE = (
     "{% for s in all_services %}{% for x in s.servers %}{{ x.name }} {{ x.endpoint }} "
@@ -148,13 +155,44 @@ async def measure(scenario: str, kind: str, changes: int) -> list[float]:
             return latencies
 
 
+async def after_restarts(restarts: int) -> list[float]:
+    """Seconds from the first write after each agent restart to the source seeing it."""
+    with tempfile.TemporaryDirectory() as directory:
+        agent = ConsulAgent(root=Path(directory) / "consul")
+        agent.start()
+        latencies = []
+        try:
+            for number in range(40):  # an index before the restart well above the one after
+                await agent.kv_put("lbsync/noise", str(number))
+            config = ConsulSourceConfig(addresses=(agent.address,), wait=RESTART_WAIT)
+            async with following(ConsulSource(config)) as snapshots:
+                await snapshots.next(lambda s: ("noise", "39") in s.raw, 10, "the noise key")
+                for restart in range(restarts):
+                    agent.stop()
+                    await snapshots.next(lambda s: not s.usable, 10, "the agent down")
+                    await agent.start_async()
+                    marker = ("marker", f"after-{restart}")
+                    await agent.kv_put("lbsync/marker", marker[1])
+                    written = time.perf_counter()
+
+                    def seen(snapshot: Snapshot, wanted: tuple[str, str] = marker) -> bool:
+                        return wanted in snapshot.raw
+
+                    await snapshots.next(seen, RESTART_WAIT, "the marker")
+                    latencies.append(time.perf_counter() - written)
+        finally:
+            agent.stop()
+        return latencies
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--changes", type=int, default=200)
+    parser.add_argument("--restarts", type=int, default=5)
     arguments = parser.parse_args()
     print(f"write -> configuration written, {arguments.changes} sequential changes, ms")
     print(f"{'change':15} {'target':8} {'median':>7} {'p99':>7} {'max':>7}")
-    for scenario in ("etcd put", "consul kv put", "consul health"):
+    for scenario in ("etcd put", "consul kv put", "consul health") if arguments.changes else ():
         for kind in ("generic", "haproxy"):
             latencies = sorted(asyncio.run(measure(scenario, kind, arguments.changes)))
             p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
@@ -162,6 +200,13 @@ def main() -> None:
                 f"{scenario:15} {kind:8} {statistics.median(latencies) * 1000:7.1f} "
                 f"{p99 * 1000:7.1f} {latencies[-1] * 1000:7.1f}"
             )
+    if arguments.restarts:
+        seen = sorted(asyncio.run(after_restarts(arguments.restarts)))
+        print(
+            f"{'consul restart':15} {'source':8} {statistics.median(seen) * 1000:7.1f} "
+            f"{'':>7} {seen[-1] * 1000:7.1f}   ({len(seen)} restarts, blocking wait "
+            f"{RESTART_WAIT:g} s)"
+        )
 
 
 if __name__ == "__main__":

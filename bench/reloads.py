@@ -32,6 +32,8 @@ from support.processes import Backends, HAProxy, Nginx  # noqa: E402
 from support.servicesfile import instance  # noqa: E402
 from support.site import Site, next_cycle, running_daemon  # noqa: E402
 
+from lbsync.pipeline.report import Outcome  # noqa: E402
+
 HOST = "shop.example.com"
 
 
@@ -69,7 +71,7 @@ def documents(ports: dict[str, int], kinds: list[str]) -> list[dict[str, dict[st
     return result
 
 
-async def measure(kind: str, kinds: list[str], keepalive: int, fresh: int) -> dict[str, Any]:
+async def measure(kind: str, kinds: list[str], *, keepalive: int, fresh: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as root:
         site = Site(root=Path(root), kind=kind, port=free_port())
         site.write_config()
@@ -95,7 +97,7 @@ async def measure(kind: str, kinds: list[str], keepalive: int, fresh: int) -> di
                             daemon, functools.partial(site.write_services, document)
                         )
                         report = status.targets[0]
-                        assert report.outcome == "applied", status.targets
+                        assert report.outcome is Outcome.APPLIED, status.targets
                         plans[str(report.plan)] += 1
             finally:
                 result = load.stop(process)
@@ -125,7 +127,9 @@ def main() -> None:
     )
     print(f"{'proxy':8} {'requests':>9} {'failed':>7} {'seconds':>8}  applied as / reasons")
     for kind in ("haproxy", "nginx"):
-        result = asyncio.run(measure(kind, kinds, arguments.keepalive, arguments.fresh))
+        result = asyncio.run(
+            measure(kind, kinds, keepalive=arguments.keepalive, fresh=arguments.fresh)
+        )
         reloads = f", HAProxy reloads {result['reloads']}" if "reloads" in result else ""
         print(
             f"{kind:8} {result['requests']:9d} {result['failed']:7d} {result['seconds']:8.1f}  "

@@ -43,10 +43,10 @@ from support.ports import free_port  # noqa: E402
 from support.processes import Backends, HAProxy  # noqa: E402
 from support.servicesfile import services_toml, write_atomically  # noqa: E402
 
-from lbsync.mastercli import master_cli  # noqa: E402
+from lbsync.core.state import build  # noqa: E402
+from lbsync.haproxy.mastercli import master_cli  # noqa: E402
+from lbsync.kv.etcd import EtcdClient  # noqa: E402
 from lbsync.model.values import Catalog, Instance, ServiceSpec, Split  # noqa: E402
-from lbsync.sources.etcd import EtcdClient  # noqa: E402
-from lbsync.state import build  # noqa: E402
 
 HOST = "shop.example.com"
 POLL = 0.001

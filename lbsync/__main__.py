@@ -2,6 +2,6 @@
 
 import sys
 
-from lbsync.cli import main
+from lbsync.cli.main import main
 
 sys.exit(main())

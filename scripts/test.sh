@@ -7,7 +7,8 @@
 # Steps, stopping at the first failure:
 #   1. system packages and test servers (haproxy, nginx, etcd, Consul)
 #   2. the virtualenv with the "test" extra
-#   3. ruff check, ruff format --check, mypy, lint-imports, pytest
+#   3. ruff check (and its keyword-only-arguments rule), ruff format --check, mypy,
+#      lint-imports, pytest
 #
 # WHY: a fresh machine has none of the tools installed, so the test command
 # provisions everything itself (each step is a fast no-op when already done).
@@ -36,6 +37,9 @@ export PATH="$VENV/bin:$REPO_ROOT/.cache/consul:$PATH"
 
 step "ruff check"
 ruff check .
+
+step "ruff: keyword-only arguments beyond three (PLR0917)"
+ruff check --preview --select PLR0917 lbsync bench
 
 step "ruff format --check"
 ruff format --check .

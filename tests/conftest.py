@@ -12,7 +12,7 @@ from support.ports import free_port
 from support.processes import Backends, HAProxy, Nginx
 from support.site import Site
 
-from lbsync.sources.etcd import EtcdClient
+from lbsync.kv.etcd import EtcdClient
 
 ETCD_PROGRESS = ("--experimental-watch-progress-notify-interval", "1s")
 

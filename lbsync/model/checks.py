@@ -43,7 +43,7 @@ def _require_str(value: object, what: str) -> str:
     return value
 
 
-def _fullmatch(pattern: re.Pattern[str], value: object, what: str, shape: str) -> str:
+def _fullmatch(pattern: re.Pattern[str], value: object, what: str, *, shape: str) -> str:
     text = _require_str(value, what)
     if not pattern.fullmatch(text):
         raise CheckError(f"{what} must be {shape}, got {_describe(text)}")
@@ -52,17 +52,19 @@ def _fullmatch(pattern: re.Pattern[str], value: object, what: str, shape: str) -
 
 def name(value: object, what: str = "name") -> str:
     """A service name: letters, digits, `.`, `_`, `-`, starting with a letter or digit."""
-    return _fullmatch(NAME_RE, value, what, "letters, digits, '.', '_' or '-' (max 128)")
+    return _fullmatch(NAME_RE, value, what, shape="letters, digits, '.', '_' or '-' (max 128)")
 
 
 def instance_id(value: object, what: str = "instance id") -> str:
     """An instance id: letters, digits and `_ . : @ -` (Consul and Nomad ids fit)."""
-    return _fullmatch(INSTANCE_ID_RE, value, what, "letters, digits, '_', '.', ':', '@' or '-'")
+    return _fullmatch(
+        INSTANCE_ID_RE, value, what, shape="letters, digits, '_', '.', ':', '@' or '-'"
+    )
 
 
 def group(value: object, what: str = "group") -> str:
     """A split group name."""
-    return _fullmatch(GROUP_RE, value, what, "letters, digits, '.', '_' or '-' (max 64)")
+    return _fullmatch(GROUP_RE, value, what, shape="letters, digits, '.', '_' or '-' (max 64)")
 
 
 def hostname(value: object, what: str = "host") -> str:
@@ -94,7 +96,7 @@ def address(value: object, what: str = "address") -> str:
         ) from None
 
 
-def integer(value: object, what: str, low: int, high: int) -> int:
+def integer(value: object, what: str, *, low: int, high: int) -> int:
     """A JSON integer within [low, high]; booleans and fractions are refused."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise CheckError(f"{what} must be an integer, got {_describe(value)}")
@@ -109,7 +111,7 @@ def integer(value: object, what: str, low: int, high: int) -> int:
 
 def port(value: object, what: str = "port") -> int:
     """A TCP port, 1-65535."""
-    return integer(value, what, 1, 65535)
+    return integer(value, what, low=1, high=65535)
 
 
 def share(value: object, what: str) -> float:
@@ -124,17 +126,19 @@ def share(value: object, what: str) -> float:
 
 def path(value: object, what: str = "path") -> str:
     """A URL path prefix: starts with `/`, URL-safe characters only."""
-    return _fullmatch(PATH_RE, value, what, "a URL path starting with '/' (no spaces or quotes)")
+    return _fullmatch(
+        PATH_RE, value, what, shape="a URL path starting with '/' (no spaces or quotes)"
+    )
 
 
 def tag(value: object, what: str = "tag") -> str:
     """A tag: printable ASCII without spaces, quotes, `#`, `;`, braces or backslashes."""
-    return _fullmatch(TAG_RE, value, what, "printable characters without spaces or quotes")
+    return _fullmatch(TAG_RE, value, what, shape="printable characters without spaces or quotes")
 
 
 def meta_key(value: object, what: str = "meta key") -> str:
     """A metadata key (Consul's own rule)."""
-    return _fullmatch(META_KEY_RE, value, what, "letters, digits, '_' or '-'")
+    return _fullmatch(META_KEY_RE, value, what, shape="letters, digits, '_' or '-'")
 
 
 def meta_value(value: object, what: str = "meta value") -> str:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from lbsync.model import checks
 from lbsync.model.checks import ContractError
+from lbsync.model.keys import is_contract_key
 
 __all__ = [
     "ContractError",
@@ -133,8 +134,8 @@ def parse_route(service: str, value: object) -> Route:
             interval_ms=checks.integer(
                 check_data.get("interval_ms", 2000),
                 "check.interval_ms",
-                MIN_CHECK_INTERVAL_MS,
-                MAX_CHECK_INTERVAL_MS,
+                low=MIN_CHECK_INTERVAL_MS,
+                high=MAX_CHECK_INTERVAL_MS,
             ),
         )
     return Route(service=service, hosts=hosts, path=path, balance=balance, check=check)
@@ -195,7 +196,9 @@ def parse_instance(service: str, instance_id: str, value: object) -> Instance:
         port=checks.port(data["port"]),
         tags=tags,
         meta=meta,
-        weight=checks.integer(data.get("weight", 1), "weight", 0, checks.MAX_INSTANCE_WEIGHT),
+        weight=checks.integer(
+            data.get("weight", 1), "weight", low=0, high=checks.MAX_INSTANCE_WEIGHT
+        ),
         health=_enum(Health, data.get("health", Health.PASSING.value), "health"),
     )
 
@@ -241,11 +244,6 @@ def parse_values(values: Mapping[str, object], *, describe: Callable[[str], str]
         if entry is not None:
             entries.append((key, entry))
     return tuple(entries), tuple(rejected)
-
-
-def is_contract_key(key: str) -> bool:
-    """Whether a relative key falls under the contract (as opposed to a raw-only key)."""
-    return key.split("/", 1)[0] in ("services", "settings")
 
 
 def parse_raw(raw: Mapping[str, str], *, describe: Callable[[str], str]) -> Parsed:

@@ -20,7 +20,7 @@ from typing import Any
 from lbsync.model.checks import ContractError
 from lbsync.model.contract import canonical_json, parse_values
 from lbsync.model.values import Rejection, Snapshot
-from lbsync.sources.watch import changes
+from lbsync.sources.filewatch import changes
 
 Problems = list[tuple[str, str]]
 

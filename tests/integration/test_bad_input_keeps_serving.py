@@ -10,15 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.ports import free_port
 from support.processes import Backends, HAProxy
 from support.servicesfile import instance, write_atomically
 from support.site import Site, next_cycle, running_daemon
 from support.traffic import tally
 
 from lbsync.config import TEMPLATES_DIR
-from lbsync.daemon import Daemon
-from lbsync.report import ApplyReport
-from lbsync.status import Status
+from lbsync.daemon.daemon import Daemon
+from lbsync.daemon.status import Status
+from lbsync.pipeline.report import ApplyReport, Outcome
 
 HOST = "shop.example.com"
 EXTRA_BIND = (
@@ -85,7 +86,7 @@ async def test_a_template_error_leaves_the_file_and_haproxy_untouched(running: R
     before, worker = running.site.dest.read_bytes(), running.proxy.worker_pids()
     text = running.template.read_text() + "{{ no_such_variable }}\n"
     report = await running.next_cycle(lambda: write_atomically(running.template, text))
-    assert report.outcome == "render-failed"
+    assert report.outcome is Outcome.RENDER_FAILED
     assert report.error is not None and str(running.template) in report.error
     assert "no_such_variable" in report.error
     assert running.site.dest.read_bytes() == before
@@ -98,7 +99,7 @@ async def test_an_invalid_split_is_refused_naming_the_entry_and_the_old_split_st
     before, worker = running.site.dest.read_bytes(), running.proxy.worker_pids()
     bad = services(running.ports, {"groups": {"blue": 80, "green": 50}})
     report = await running.next_cycle(lambda: running.site.write_services(bad))
-    assert report.outcome == "unchanged"
+    assert report.outcome is Outcome.UNCHANGED
     messages = rejected(running.daemon.status)
     assert any("services.shop.split" in m and "sum to 130" in m for m in messages), messages
     assert running.site.dest.read_bytes() == before
@@ -111,7 +112,7 @@ async def test_a_config_haproxy_rejects_is_never_written(running: Running) -> No
         "    option redispatch", "    option no-such-option"
     )
     report = await running.next_cycle(lambda: write_atomically(running.template, text))
-    assert report.outcome == "invalid"
+    assert report.outcome is Outcome.INVALID
     assert report.error is not None and "no-such-option" in report.error
     assert running.site.dest.read_bytes() == before
     assert not list(running.site.run_dir.glob(".haproxy.cfg.lbsync-*"))
@@ -129,7 +130,7 @@ async def test_a_reload_haproxy_refuses_restores_the_backup_and_keeps_the_old_wo
         port = occupied.getsockname()[1]
         text = running.site.services.read_text() + f'[settings]\nextra_bind = "127.0.0.1:{port}"\n'
         report = await running.next_cycle(lambda: write_atomically(running.site.services, text))
-    assert report.outcome == "reload-failed", report
+    assert report.outcome is Outcome.RELOAD_FAILED, report
     assert report.error is not None and "restored" in report.error
     assert running.proxy.failed_reloads() > failed_before
     assert running.site.dest.read_bytes() == before
@@ -173,3 +174,22 @@ async def test_a_staged_file_left_by_a_killed_lbsync_is_removed_at_start(
         await second.wait_for(lambda status: status.ready, 10)
     assert not leftover.exists()
     assert running.site.dest.read_bytes() == before
+
+
+async def test_server_states_that_cannot_be_saved_do_not_stop_the_reload(
+    running: Running,
+) -> None:
+    """Before a reload lbsync dumps the servers' states for the new worker; when that file
+    cannot be written (here a directory stands in its place, as a full disk would refuse it)
+    the reload still happens, with the servers assumed up until their first check."""
+    state_file = running.site.run_dir / "haproxy.state"
+    state_file.unlink(missing_ok=True)
+    state_file.mkdir()
+    worker = running.proxy.worker_pids()
+    extra = f"127.0.0.1:{free_port()}"
+    text = running.site.services.read_text() + f'[settings]\nextra_bind = "{extra}"\n'
+    report = await running.next_cycle(lambda: write_atomically(running.site.services, text))
+    assert report.outcome is Outcome.APPLIED, report
+    assert running.proxy.worker_pids() != worker
+    assert f"bind {extra}" in running.site.dest.read_text()
+    await running.still_serving(running.proxy.worker_pids())

@@ -132,3 +132,56 @@ def test_a_generic_target_renders_raw_keys_and_runs_its_reload_command(tmp_path:
     assert result.returncode == 0, result.stderr
     assert dest.read_text() == "checkout=on\nsearch=off\nowner=platform\n"
     assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        ["-c", "{config}", "render"],
+        ["render", "-c", "{config}"],
+        ["--log-level", "error", "render", "--config", "{config}", "--log-format", "json"],
+    ],
+    ids=["before the command", "after the command", "long forms around the command"],
+)
+def test_the_configuration_option_means_the_same_before_or_after_the_command(
+    tmp_path: Path, where: list[str]
+) -> None:
+    site = Site(root=tmp_path, kind="haproxy", port=free_port())
+    site.write_config()
+    site.write_services(many_services(1))
+    argv = [part.replace("{config}", str(site.config_path)) for part in where]
+    elsewhere = tmp_path / "elsewhere"  # no lbsync.toml here: only the option can name it
+    elsewhere.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "lbsync", *argv],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "backend svc-0" in result.stdout
+
+
+def test_the_option_after_the_command_wins_over_the_one_before(tmp_path: Path) -> None:
+    site = Site(root=tmp_path, kind="haproxy", port=free_port())
+    site.write_config()
+    site.write_services(many_services(1))
+    missing = tmp_path / "missing.toml"
+    after = subprocess.run(
+        [sys.executable, "-m", "lbsync", "-c", str(missing), "render", "-c", str(site.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert after.returncode == 0, after.stderr
+    before = subprocess.run(
+        [sys.executable, "-m", "lbsync", "-c", str(site.config_path), "render", "-c", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert before.returncode == 2 and "missing.toml: cannot read" in before.stderr

@@ -21,8 +21,9 @@ from support.site import Site, running_daemon, until_live
 from support.traffic import tally
 from support.waiting import wait_until
 
-from lbsync.sources.etcd import EtcdClient
-from lbsync.sources.etcd.source import EtcdSource
+from lbsync.config import EtcdSourceConfig
+from lbsync.kv.etcd import EtcdClient
+from lbsync.sources.etcd import EtcdSource
 
 HOST = "shop.example.com"
 PROGRESS = ETCD_PROGRESS
@@ -132,7 +133,7 @@ async def test_a_compacted_watch_is_resynced_and_deletes_in_the_gap_are_not_lost
     etcd: EtcdServer, client: EtcdClient
 ) -> None:
     await seed(client, {"blue-1": 9001, "green-1": 9002})
-    source = EtcdSource(endpoints=[etcd.url], prefix="lbsync/")
+    source = EtcdSource(EtcdSourceConfig(endpoints=(etcd.url,), prefix="lbsync/"))
     snapshots = source.snapshots()
     first = await anext(snapshots)
     assert "services/shop/instances/green-1" in dict(first.entries)
@@ -152,8 +153,9 @@ async def test_auth_with_a_role_on_the_prefix_survives_token_expiry(tmp_path: Pa
     server.start()
     try:
         server.enable_auth(USER, PASSWORD, "lbsync/")
-        source = EtcdSource(endpoints=[server.url], username=USER, password=PASSWORD)
-        async with source.client() as writer:
+        config = EtcdSourceConfig(endpoints=(server.url,), username=USER, password=PASSWORD)
+        source = EtcdSource(config)
+        async with EtcdClient.from_config(config) as writer:
             await writer.put("lbsync/services/shop/route", json.dumps({"hosts": [HOST]}))
             snapshots = source.snapshots()
             assert "services/shop/route" in dict((await anext(snapshots)).entries)

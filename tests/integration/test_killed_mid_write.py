@@ -16,6 +16,8 @@ from support.servicesfile import instance, services_toml, write_atomically
 from support.site import Site
 from support.waiting import wait_until
 
+REWRITE_TIMEOUT = 30.0
+
 
 def started(log: Path) -> bool:
     """Whether the daemon writing this log is running (it logs that before its first cycle)."""
@@ -46,10 +48,17 @@ def test_sigkill_during_rewrites_never_leaves_a_partial_or_invalid_file(
                 stderr=output,
             )
         wait_until(functools.partial(started, log), 30, "lbsync to start")
-        deadline = time.monotonic() + rng.uniform(0.7, 1.5)
-        while time.monotonic() < deadline:  # a new, large instance set every few ms
+        before = site.dest.read_bytes()
+        give_up = time.monotonic() + REWRITE_TIMEOUT
+        kill_at: float | None = None
+        # A new, large instance set every few ms; once lbsync has rewritten the file, the kill
+        # comes at a random moment of the rewrites that follow.
+        while kill_at is None or time.monotonic() < kill_at:
             write(rng.randrange(1, 400))
             time.sleep(0.005)  # pacing the writer, not synchronising with lbsync
+            if kill_at is None and site.dest.read_bytes() != before:
+                kill_at = time.monotonic() + rng.uniform(0.1, 0.8)
+            assert time.monotonic() < give_up, "lbsync never rewrote the file while it ran"
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(10)
         check = subprocess.run(["haproxy", "-c", "-f", str(site.dest)], capture_output=True)

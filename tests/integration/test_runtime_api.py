@@ -19,8 +19,9 @@ from support.traffic import tally
 from support.waiting import async_wait_until
 
 from lbsync.config import TEMPLATES_DIR
-from lbsync.daemon import Daemon
-from lbsync.report import ApplyReport
+from lbsync.daemon.daemon import Daemon
+from lbsync.pipeline.decision import Plan
+from lbsync.pipeline.report import ApplyReport, Outcome
 
 HOST = "shop.example.com"
 NAMES = ["blue-1", "blue-2", "green-1"]
@@ -105,7 +106,7 @@ async def test_a_structural_change_reloads_once_and_is_confirmed(running: Runnin
 
 async def test_weights_set_at_runtime_are_still_right_after_a_reload(running: Running) -> None:
     shifted = await running.change(shop(running.ports, ["blue-1", "green-1"], {"blue": 10}))
-    assert shifted.plan == "runtime"
+    assert shifted.plan is Plan.RUNTIME
     worker = running.proxy.worker_pids()
     services = shop(running.ports, ["blue-1", "green-1"], {"blue": 10}, hosts=(HOST, "x.example"))
     reloaded = await running.change(services)
@@ -138,7 +139,7 @@ async def test_a_runtime_change_haproxy_does_not_show_falls_back_to_a_reload(
     master_cli(socket, "@1 set server shop/green-1 state maint; @1 del server shop/green-1")
     worker = running.proxy.worker_pids()
     report = await running.change(shop(running.ports, ["blue-1", "green-1"], {"blue": 20}))
-    assert report.outcome == "applied" and report.plan == "runtime", report
+    assert report.outcome is Outcome.APPLIED and report.plan is Plan.RUNTIME, report
     assert report.detail is not None and "shop/green-1 is missing" in report.detail
     assert "serving" in report.detail  # the reload's confirmation
     assert running.proxy.worker_pids() != worker
@@ -191,7 +192,7 @@ async def test_a_burst_of_weight_writes_never_reloads(running: Running) -> None:
 
     await async_wait_until(live, 10, "the last weights live")
     assert running.proxy.reloads() == reloads and running.proxy.worker_pids() == worker
-    assert not any(report.plan == "full" for report in running.daemon.status.events)
+    assert not any(report.plan is Plan.FULL for report in running.daemon.status.events)
 
 
 async def test_runtime_changes_still_apply_after_haproxy_refused_a_reload(
@@ -221,7 +222,7 @@ async def test_runtime_changes_still_apply_after_haproxy_refused_a_reload(
             settings = {"extra_bind": f"127.0.0.1:{occupied.getsockname()[1]}"}
             text = services_toml(shop(ports, ["blue-1", "green-1"], {"blue": 50}), settings)
             refused = await next_cycle(daemon, lambda: write_atomically(site.services, text))
-        assert refused.targets[0].outcome == "reload-failed", refused.targets
+        assert refused.targets[0].outcome is Outcome.RELOAD_FAILED, refused.targets
         assert proxy.failed_reloads() == 1
         status = await next_cycle(
             daemon, lambda: site.write_services(shop(ports, ["blue-1", "green-1"], {"blue": 20}))

@@ -8,6 +8,8 @@ from support.ports import free_port
 from support.servicesfile import instance
 from support.site import Site, running_daemon
 
+from lbsync.pipeline.report import Outcome
+
 
 async def test_a_services_file_missing_at_start_holds_the_first_apply_until_it_exists(
     tmp_path: Path,
@@ -23,5 +25,5 @@ async def test_a_services_file_missing_at_start_holds_the_first_apply_until_it_e
     # The first cycle already had the service: no cycle ever ran on an empty catalog.
     assert status.cycles == 1
     assert status.state is not None and status.state.service("shop") is not None
-    assert status.targets[0].outcome == "written"
+    assert status.targets[0].outcome is Outcome.WRITTEN
     assert "server a 127.0.0.1:9000" in site.dest.read_text()

@@ -11,8 +11,7 @@ from support.processes import Backends, HAProxy
 from support.shop import shop, start_shop
 from support.site import Site, running_daemon
 
-from lbsync.api import parse_listen
-from lbsync.config import parse
+from lbsync.config import parse, parse_listen
 
 APPLYING_PLANS = {"full", "runtime"}
 

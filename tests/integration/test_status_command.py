@@ -14,6 +14,8 @@ from support.processes import Backends, HAProxy
 from support.shop import shop, start_shop
 from support.site import Site, running_daemon
 
+from lbsync.pipeline.report import Outcome
+
 
 async def lbsync(site: Site, *args: str) -> tuple[int, str, str]:
     return await site.lbsync_async(*args)
@@ -28,7 +30,9 @@ async def test_lbsync_status_prints_what_the_running_daemon_believes(
         url = await api_url(daemon)
         await daemon.wait_for(lambda s: s.ready, 10)
         site.write_services(shop(ports, {"blue": 90, "green": 10}, green_health="critical"))
-        await daemon.wait_for(lambda s: bool(s.events) and s.events[-1].outcome == "applied", 10)
+        await daemon.wait_for(
+            lambda s: bool(s.events) and s.events[-1].outcome is Outcome.APPLIED, 10
+        )
 
         code, out, err = await lbsync(site, "status", "--api", url)
         assert code == 0, err

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from lbsync.daemon import Daemon
+from lbsync.daemon.daemon import Daemon
 
 
 async def api_url(daemon: Daemon, timeout: float = 10) -> str:

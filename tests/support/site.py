@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from lbsync.config import Config, load
-from lbsync.daemon import Daemon
-from lbsync.status import Status
+from lbsync.daemon.daemon import Daemon
+from lbsync.daemon.status import Status
+from lbsync.pipeline.report import Outcome
 from support.servicesfile import services_toml, write_atomically
 
 
@@ -125,7 +126,7 @@ async def next_cycle(daemon: Daemon, change: Callable[[], None], timeout: float 
 
 def is_live(status: Status, dest: Path) -> bool:
     """Whether the first target's last cycle ended with the file on disk running."""
-    if not status.targets or status.targets[0].outcome not in ("applied", "unchanged"):
+    if not status.targets or status.targets[0].outcome not in (Outcome.APPLIED, Outcome.UNCHANGED):
         return False
     on_disk = hashlib.sha256(dest.read_bytes()).hexdigest()[:16] if dest.exists() else None
     return status.targets[0].digest == on_disk

@@ -10,19 +10,18 @@ from dataclasses import replace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lbsync.api.client import StatusUnavailable, format_status, in_step, url_from_listen
-from lbsync.api.encode import not_ready_reason, status_json
-from lbsync.api.server import parse_listen
-from lbsync.config import ConfigError
-from lbsync.logformat import JsonFormatter
-from lbsync.metrics import Metrics
+from lbsync.cli.logformat import JsonFormatter
+from lbsync.cli.status import StatusUnavailable, format_status, in_step, url_from_listen
+from lbsync.config import ConfigError, parse_listen
+from lbsync.core.state import DesiredState, build
+from lbsync.daemon.api.encode import not_ready_reason, status_json
+from lbsync.daemon.metrics import Metrics
+from lbsync.daemon.status import SourceStatus, Status
 from lbsync.model.catalog import merge
 from lbsync.model.contract import parse_values
 from lbsync.model.values import Snapshot
-from lbsync.plan import Plan
-from lbsync.report import ApplyReport, Outcome
-from lbsync.state import DesiredState, build
-from lbsync.status import SourceStatus, Status
+from lbsync.pipeline.decision import Plan
+from lbsync.pipeline.report import ApplyReport, Outcome
 
 T0 = 1_700_000_000.0
 

@@ -238,3 +238,22 @@ def test_an_unnamed_target_is_overridden_by_its_default_name(tmp_path: Path) -> 
     (target,) = load_text(tmp_path, MINIMAL, {"LBSYNC_TARGET_HAPROXY_DEST": "/srv/h.cfg"}).targets
     assert target.name == "haproxy"
     assert target.dest == Path("/srv/h.cfg")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("source = 5\n", "source: must be a table"),
+        ("source = []\n", "source: must be a table"),
+        ("[source]\nconsul = 1\n", "source.consul: must be a table"),
+    ],
+    ids=["a number", "a list", "a source that is not a table"],
+)
+def test_sources_that_are_not_tables_are_named_not_a_traceback(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "lbsync.toml"
+    path.write_text(text + '\n[[target]]\ndest = "run/haproxy.cfg"\n')
+    with pytest.raises(ConfigError) as caught:
+        load(path, environ={"CONSUL_HTTP_TOKEN": "from-consul-env"})
+    assert message in str(caught.value)

@@ -40,7 +40,8 @@ def test_etcd_settings_are_read_with_paths_relative_to_the_file(tmp_path: Path) 
     assert etcd.endpoints == ("https://10.0.0.1:2379", "https://10.0.0.2:2379")
     assert etcd.prefix == "team/lb/"
     assert (etcd.username, etcd.password) == ("lbsync", "s3cret")
-    assert etcd.ca_file == tmp_path / "ca.pem"
+    assert etcd.tls.ca_file == tmp_path / "ca.pem"
+    assert (etcd.tls.cert_file, etcd.tls.key_file) == (tmp_path / "c.pem", tmp_path / "k.pem")
     assert etcd.idle_timeout == 10.0
     assert config.source_order == ("etcd",)
 
@@ -68,14 +69,14 @@ def test_the_etcd_password_can_come_from_the_environment(tmp_path: Path) -> None
     ("text", "message"),
     [
         ("[source.etcd]\n", "source.etcd.endpoints: a list of http(s)://host:port URLs"),
-        ('[source.etcd]\nendpoints = ["10.0.0.1:2379"]\n', "source.etcd.endpoints"),
+        ('[source.etcd]\nendpoints = ["ftp://10.0.0.1:2379"]\n', "source.etcd.endpoints"),
         (
             '[source.etcd]\nendpoints = ["http://a:1"]\nusername = "u"\n',
             "source.etcd.username: username and password go together",
         ),
         (
-            '[source.etcd]\nendpoints = ["http://a:1"]\ncert_file = "c"\n',
-            "source.etcd.cert_file: cert_file and key_file go together",
+            '[source.etcd]\nendpoints = ["http://a:1"]\nkey_file = "k"\n',
+            "source.etcd.key_file: key_file needs cert_file",
         ),
         (
             '[source.etcd]\nendpoints = ["http://a:1"]\nprefix = "a b"\n',
@@ -91,9 +92,9 @@ def test_the_etcd_password_can_come_from_the_environment(tmp_path: Path) -> None
     ],
     ids=[
         "no endpoints",
-        "endpoint without scheme",
+        "endpoint of another scheme",
         "username without password",
-        "cert without key",
+        "key without cert",
         "prefix with a space",
         "missing password file",
         "unknown setting",
@@ -125,15 +126,36 @@ def test_a_consul_token_file_wins_over_consuls_variable(tmp_path: Path) -> None:
     assert config.consul_source is not None and config.consul_source.token == "from-file"
 
 
+def test_addresses_without_a_scheme_or_port_are_plain_http_with_the_stores_port(
+    tmp_path: Path,
+) -> None:
+    config = load_text(
+        tmp_path,
+        '[source.etcd]\nendpoints = ["10.0.0.1:2379", "etcd.example"]\n\n'
+        '[source.consul]\naddresses = ["127.0.0.1", "https://consul.example"]\n'
+        'cert_file = "both.pem"\n',
+    )
+    assert config.etcd_source is not None and config.consul_source is not None
+    assert config.etcd_source.endpoints == ("http://10.0.0.1:2379", "http://etcd.example:2379")
+    assert config.consul_source.addresses == (
+        "http://127.0.0.1:8500",
+        "https://consul.example:8501",
+    )
+    assert config.consul_source.tls.cert_file == tmp_path / "both.pem"  # key in the same PEM
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[source.consul]\naddresses = ["127.0.0.1:8500"]\n', "source.consul.addresses"),
+        ('[source.consul]\naddresses = ["ftp://127.0.0.1:8500"]\n', "source.consul.addresses"),
         ('[source.consul]\nwait = "11m"\n', "source.consul.wait: between 0 and 10 minutes"),
-        ('[source.consul]\ncert_file = "c.pem"\n', "source.consul.key_file: required"),
+        (
+            '[source.consul]\nkey_file = "k.pem"\n',
+            "source.consul.key_file: key_file needs cert_file",
+        ),
         ('[source.consul]\ntokne = "x"\n', "source.consul.tokne: unknown setting"),
     ],
-    ids=["address without scheme", "wait too long", "cert without key", "misspelt setting"],
+    ids=["address of another scheme", "wait too long", "key without cert", "misspelt setting"],
 )
 def test_a_bad_consul_setting_is_named(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from lbsync.kv.consul import Unavailable
 from lbsync.model.checks import ContractError
 from lbsync.model.values import Health, HealthCheck, Instance, Rejection, Route
-from lbsync.sources.consul.agents import Address, Unavailable
 from lbsync.sources.consul.mapping import (
     KVView,
     compose,
@@ -20,7 +20,8 @@ from lbsync.sources.consul.mapping import (
     service_view,
     tag_route,
 )
-from lbsync.sources.consul.watch import Backoff, next_index
+from lbsync.sources.consul.source import RETRY
+from lbsync.sources.consul.watch import Retry, next_index
 
 
 def check(check_id: str, status: str, service_id: str = "") -> dict[str, str]:
@@ -350,34 +351,15 @@ def test_a_kv_instance_wins_over_a_catalog_instance_with_the_same_key() -> None:
     [(0, 12, 12), (12, 12, 12), (12, 40, 40), (40, 3, 0), (40, 0, 0), (0, 1, 1)],
     ids=["first", "same", "forward", "backwards resets", "zero is never blocked on", "one"],
 )
-def test_the_next_index(last_seen: int, found: int, index: int) -> None:
+def test_the_next_index_blocks_on_what_was_found_unless_it_went_backwards(last_seen: int, found: int, index: int) -> None:
     assert next_index(last_seen, found) == index
 
 
 def test_backoff_grows_to_retry_max_but_a_refused_connection_retries_within_a_second() -> None:
-    backoff = Backoff(retry_max=30.0, rng=random.Random(4))
+    backoff = Retry(RETRY, random.Random(4))
     failing = Unavailable("500 No cluster leader")
     refused = Unavailable("refused", connect=True)
     delays = [backoff.delay(n, failing) for n in range(1, 14)]
     assert 0.05 <= delays[0] <= 0.1
     assert all(15.0 <= d <= 30.0 for d in delays[-3:])
     assert all(0.05 <= backoff.delay(n, refused) <= 1.0 for n in range(1, 40))
-
-
-@pytest.mark.parametrize(
-    ("text", "address"),
-    [
-        ("http://127.0.0.1:8500", "http://127.0.0.1:8500"),
-        ("127.0.0.1:8600", "http://127.0.0.1:8600"),
-        ("https://consul.example", "https://consul.example:8501"),
-        ("http://[::1]:8500", "http://[::1]:8500"),
-    ],
-)
-def test_addresses(text: str, address: str) -> None:
-    assert str(Address.parse(text)) == address
-
-
-@pytest.mark.parametrize("text", ["ftp://x:1", "http://x:99999", "http://x:1/v1", "http://"])
-def test_bad_addresses_are_refused(text: str) -> None:
-    with pytest.raises(ValueError, match="Consul address"):
-        Address.parse(text)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from lbsync.debounce import quiesce
+from lbsync.pipeline.debounce import quiesce
 
 pytestmark = pytest.mark.looptime
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lbsync import fsio
+from lbsync.pipeline import fsio
 
 
 def test_commit_replaces_the_file_and_keeps_the_previous_bytes_as_backup(tmp_path: Path) -> None:

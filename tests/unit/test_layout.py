@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lbsync import layout
 from lbsync.config import parse
+from lbsync.core.state import build
+from lbsync.haproxy import layout
+from lbsync.haproxy.operations import AddServer, DelServer, SetWeight
+from lbsync.haproxy.runtime import (
+    FORCED_MAINTENANCE,
+    ServerReading,
+    check,
+    commands,
+    parse_servers_state,
+)
 from lbsync.model.values import Catalog, Instance, Route, ServiceSpec
-from lbsync.plan import AddServer, DelServer, SetWeight
-from lbsync.render import load_template, render
-from lbsync.runtime import FORCED_MAINTENANCE, ServerReading, check, commands, parse_servers_state
-from lbsync.state import build
+from lbsync.pipeline.render import load_template, render
 
 TEXT = """global
     maxconn 10
@@ -83,7 +89,7 @@ def test_the_shipped_template_renders_plain_dynamic_backends() -> None:
     ]
 
 
-def test_operations_become_cli_commands() -> None:
+def test_each_operation_becomes_its_runtime_api_commands() -> None:
     assert commands(SetWeight("shop", "a", 12)) == ["set server shop/a weight 12"]
     assert commands(AddServer("shop", "c", ("10.0.0.3:80", "weight", "5", "check"), 5, True)) == [
         "add server shop/c 10.0.0.3:80 weight 5 check",

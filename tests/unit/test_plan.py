@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from lbsync import layout
-from lbsync.plan import AddServer, Decision, DelServer, Plan, Running, SetWeight, plan
+from lbsync.haproxy import layout
+from lbsync.haproxy.operations import AddServer, DelServer, SetWeight
+from lbsync.pipeline.decision import Decision, Plan, Running, decide
 
 HEAD = """global
     stats socket /run/haproxy.sock mode 600 level admin
@@ -29,10 +30,12 @@ def config(*lines: str, head: str = HEAD, backend: str = SHOP) -> bytes:
 BASE = config(BLUE_1.format(256), GREEN_1.format(28))
 
 
-def decide(rendered: bytes, running: bytes | None, *, on_disk: bytes | None = BASE) -> Decision:
-    """The plan of a target with a runtime API whose proxy runs validated `running` bytes."""
+def decide_with_runtime(
+    rendered: bytes, running: bytes | None, *, on_disk: bytes | None = BASE
+) -> Decision:
+    """The decision for a target with a runtime API whose proxy runs validated `running` bytes."""
     known = None if running is None else Running(running, layout.parse(running.decode()), True)
-    return plan(rendered, on_disk, known, layout.parse(rendered.decode()))
+    return decide(rendered, on_disk=on_disk, running=known, layout=layout.parse(rendered.decode()))
 
 
 @pytest.mark.parametrize(
@@ -50,7 +53,9 @@ def decide(rendered: bytes, running: bytes | None, *, on_disk: bytes | None = BA
 def test_without_a_runtime_api_the_plan_compares_bytes(
     rendered: bytes, on_disk: bytes | None, running: bytes | None, expected: Plan
 ) -> None:
-    decision = plan(rendered, on_disk, None if running is None else Running(running))
+    decision = decide(
+        rendered, on_disk=on_disk, running=None if running is None else Running(running)
+    )
     assert decision.plan is expected
     assert decision.operations == ()
     assert decision.write is (rendered != on_disk)
@@ -58,7 +63,7 @@ def test_without_a_runtime_api_the_plan_compares_bytes(
 
 def test_a_weight_change_is_one_set_weight_and_skips_the_validator() -> None:
     new = config(BLUE_1.format(256), GREEN_1.format(64))
-    decision = decide(new, BASE)
+    decision = decide_with_runtime(new, BASE)
     assert decision == Decision(
         Plan.RUNTIME, (SetWeight("shop", "green-1", 64),), write=True, validate=False
     )
@@ -67,13 +72,13 @@ def test_a_weight_change_is_one_set_weight_and_skips_the_validator() -> None:
 def test_a_weight_change_from_a_file_not_validated_here_is_validated() -> None:
     new = config(BLUE_1.format(256), GREEN_1.format(64))
     running = Running(BASE, layout.parse(BASE.decode()), validated=False)
-    decision = plan(new, BASE, running, layout.parse(new.decode()))
+    decision = decide(new, on_disk=BASE, running=running, layout=layout.parse(new.decode()))
     assert decision.plan is Plan.RUNTIME and decision.validate
 
 
 def test_a_joining_server_is_added_with_its_line_and_its_check_then_validated() -> None:
     new = config(BLUE_1.format(256), BLUE_2.format(256), GREEN_1.format(28))
-    decision = decide(new, BASE)
+    decision = decide_with_runtime(new, BASE)
     arguments = ("127.0.0.1:9102", "weight", "256", "check", "inter", "2000")
     assert decision.operations == (AddServer("shop", "blue-2", arguments, 256, checked=True),)
     assert decision.plan is Plan.RUNTIME and decision.validate
@@ -81,7 +86,7 @@ def test_a_joining_server_is_added_with_its_line_and_its_check_then_validated() 
 
 def test_servers_join_before_weights_change_and_leave_last() -> None:
     new = config(BLUE_2.format(100), GREEN_1.format(256))
-    decision = decide(new, BASE)
+    decision = decide_with_runtime(new, BASE)
     assert [type(operation) for operation in decision.operations] == [
         AddServer,
         SetWeight,
@@ -92,7 +97,7 @@ def test_servers_join_before_weights_change_and_leave_last() -> None:
 
 def test_a_file_already_on_disk_but_not_running_is_a_runtime_plan_without_write() -> None:
     new = config(BLUE_1.format(200), GREEN_1.format(28))
-    decision = decide(new, BASE, on_disk=new)
+    decision = decide_with_runtime(new, BASE, on_disk=new)
     assert decision.plan is Plan.RUNTIME and not decision.write
 
 
@@ -144,7 +149,7 @@ STRUCTURAL = [
 def test_anything_but_weights_joins_and_leaves_is_a_full_reload(
     rendered: bytes, reason: str
 ) -> None:
-    decision = decide(rendered, BASE)
+    decision = decide_with_runtime(rendered, BASE)
     assert decision.plan is Plan.FULL
     assert decision.write and decision.validate
     assert reason in decision.reason
@@ -169,7 +174,7 @@ def test_anything_but_weights_joins_and_leaves_is_a_full_reload(
 def test_only_dynamic_balance_algorithms_take_runtime_weights(backend: str, dynamic: bool) -> None:
     old = config(BLUE_1.format(256), GREEN_1.format(28), backend=backend)
     new = config(BLUE_1.format(256), GREEN_1.format(64), backend=backend)
-    decision = decide(new, old, on_disk=old)
+    decision = decide_with_runtime(new, old, on_disk=old)
     assert decision.plan is (Plan.RUNTIME if dynamic else Plan.FULL)
 
 
@@ -177,7 +182,7 @@ def test_the_balance_of_a_defaults_section_is_inherited() -> None:
     head = HEAD.replace("    mode http\n", "    mode http\n    balance static-rr\n")
     old = config(BLUE_1.format(256), GREEN_1.format(28), head=head, backend="backend shop\n")
     new = config(BLUE_1.format(256), GREEN_1.format(64), head=head, backend="backend shop\n")
-    assert decide(new, old, on_disk=old).plan is Plan.FULL
+    assert decide_with_runtime(new, old, on_disk=old).plan is Plan.FULL
 
 
 def test_default_server_settings_make_joins_reload_but_not_weights() -> None:
@@ -185,14 +190,14 @@ def test_default_server_settings_make_joins_reload_but_not_weights() -> None:
     old = config(BLUE_1.format(256), GREEN_1.format(28), head=head)
     weights = config(BLUE_1.format(256), GREEN_1.format(64), head=head)
     joins = config(BLUE_1.format(256), BLUE_2.format(1), GREEN_1.format(28), head=head)
-    assert decide(weights, old, on_disk=old).plan is Plan.RUNTIME
-    joined = decide(joins, old, on_disk=old)
+    assert decide_with_runtime(weights, old, on_disk=old).plan is Plan.RUNTIME
+    joined = decide_with_runtime(joins, old, on_disk=old)
     assert joined.plan is Plan.FULL and "default-server" in joined.reason
 
 
 def test_cosmetic_spacing_in_server_lines_needs_no_operation() -> None:
     new = BASE.replace(b"weight 28 check", b"weight 28  check")
-    decision = decide(new, BASE)
+    decision = decide_with_runtime(new, BASE)
     assert decision == Decision(Plan.RUNTIME, (), write=True, validate=False)
 
 

@@ -10,12 +10,19 @@ from typing import Any
 import pytest
 
 from lbsync import config
+from lbsync.core.state import DesiredState, build, server_name
 from lbsync.model.catalog import merge
 from lbsync.model.contract import parse_values
 from lbsync.model.values import HealthMode, Snapshot
-from lbsync.render import KvView, RenderError, http_rules, load_template, render, virtual_hosts
+from lbsync.pipeline.render import (
+    KvView,
+    RenderError,
+    http_rules,
+    load_template,
+    render,
+    virtual_hosts,
+)
 from lbsync.sources.file import read_snapshot
-from lbsync.state import DesiredState, build, server_name
 
 Values = dict[str, object]
 

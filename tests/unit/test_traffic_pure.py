@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from lbsync.rollout import ErrorCounts, parse_show_stat, parse_steps, step_split
-from lbsync.splits import SplitError, parse_assignments, promoted, with_groups
+from lbsync.haproxy.stats import ErrorCounts, parse_show_stat
+from lbsync.traffic.rollout.spec import parse_steps, step_split
+from lbsync.traffic.splits import SplitError, parse_assignments, promoted, with_groups
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The split math (lbsync.weights.allocate): table tests for each rule, then properties."""
+"""The split math (lbsync.core.weights.allocate): table tests for each rule, then properties."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lbsync.health import admits, is_eligible, worst
+from lbsync.core.health import admits, is_eligible, worst
+from lbsync.core.weights import HAPROXY_MAX_WEIGHT, Allocation, allocate, group_of
 from lbsync.model.contract import ContractError, parse_split
 from lbsync.model.values import Health, HealthMode, Instance, OnEmpty, Split
-from lbsync.weights import HAPROXY_MAX_WEIGHT, Allocation, allocate, group_of
 
 
 def inst(
@@ -291,7 +291,7 @@ property_settings = settings(max_examples=60, deadline=None)
 
 @property_settings
 @given(instance_sets(), splits(), modes)
-def test_allocate_is_deterministic(
+def test_the_same_input_always_gives_the_same_allocation(
     instances: tuple[Instance, ...], the_split: Split | None, mode: HealthMode
 ) -> None:
     assert allocate(instances, the_split, mode) == allocate(instances, the_split, mode)

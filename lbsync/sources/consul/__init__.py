@@ -1,9 +1,11 @@
 """Consul as a source: the KV contract under a prefix, and catalog instances with their health.
 
-`ConsulSource` is the Source; `mapping` holds the pure catalog-to-entries functions, `watch`
-the blocking-query loop, `agents` the py-consul clients with failover and ACL checks.
+`ConsulSource` is the Source; `run` holds its watchers, `mapping` the pure catalog-to-entries
+functions, `watch` the blocking-query loop; the py-consul clients with failover and ACL checks
+are `kv.consul`'s.
 """
 
-from lbsync.sources.consul.source import ConsulSource, ConsulSourceError
+from lbsync.sources.consul.run import ConsulSourceError
+from lbsync.sources.consul.source import ConsulSource
 
 __all__ = ["ConsulSource", "ConsulSourceError"]

@@ -29,6 +29,7 @@ from typing import Any, Final
 from lbsync.model import checks
 from lbsync.model.checks import ContractError
 from lbsync.model.contract import parse_instance, parse_raw, parse_route
+from lbsync.model.keys import instance_key, route_key
 from lbsync.model.values import Entry, Health, Instance, Rejection, Route, Snapshot
 
 ROUTE_TAG: Final = "lbsync.route="
@@ -61,16 +62,6 @@ class ServiceView:
 
     entries: tuple[tuple[str, Instance], ...] = ()
     rejected: Refusals = ()
-
-
-def instance_key(service: str, instance_id: str) -> str:
-    """The relative key an instance lives under, in KV and in snapshots alike."""
-    return f"services/{service}/instances/{instance_id}"
-
-
-def route_key(service: str) -> str:
-    """The relative key of a service's route."""
-    return f"services/{service}/route"
 
 
 def kv_view(items: Iterable[tuple[str, bytes | None]], *, prefix: str) -> KVView:
@@ -132,7 +123,9 @@ def _printable_id(value: object) -> str:
     return text if checks.INSTANCE_ID_RE.fullmatch(text) else repr(text)
 
 
-def _kept_tags(tags: object, where: str, notes: list[tuple[str, Rejection]], key: str) -> list[str]:
+def _kept_tags(
+    tags: object, *, where: str, notes: list[tuple[str, Rejection]], key: str
+) -> list[str]:
     kept: list[str] = []
     for tag in tags if isinstance(tags, list) else []:
         try:
@@ -143,7 +136,7 @@ def _kept_tags(tags: object, where: str, notes: list[tuple[str, Rejection]], key
 
 
 def _kept_meta(
-    meta: object, where: str, notes: list[tuple[str, Rejection]], key: str
+    meta: object, *, where: str, notes: list[tuple[str, Rejection]], key: str
 ) -> dict[str, str]:
     kept: dict[str, str] = {}
     for name, value in (meta if isinstance(meta, dict) else {}).items():
@@ -175,8 +168,12 @@ def service_view(service: str, nodes: Sequence[Mapping[str, Any]]) -> ServiceVie
                 {
                     "address": registration.get("Address") or node.get("Address"),
                     "port": registration.get("Port"),
-                    "tags": _kept_tags(registration.get("Tags"), where, rejected, key),
-                    "meta": _kept_meta(registration.get("Meta"), where, rejected, key),
+                    "tags": _kept_tags(
+                        registration.get("Tags"), where=where, notes=rejected, key=key
+                    ),
+                    "meta": _kept_meta(
+                        registration.get("Meta"), where=where, notes=rejected, key=key
+                    ),
                     "weight": instance_weight(registration.get("Weights"), health),
                     "health": health.value,
                 },

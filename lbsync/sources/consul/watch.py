@@ -24,9 +24,9 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final, TypeVar
 
-from lbsync.sources.consul.agents import Fault, Unavailable
+from lbsync.common.backoff import Backoff
+from lbsync.kv.consul import Fault, Unavailable
 
-BASE_DELAY: Final = 0.1
 CONNECT_RETRY: Final = 1.0
 ZERO_INDEX_PAUSE: Final = 1.0
 
@@ -34,19 +34,18 @@ _T = TypeVar("_T")
 Read = Callable[[int], Awaitable[tuple[int, _T]]]
 
 
-class Backoff:
-    """Jittered exponential delays between failed reads."""
+class Retry:
+    """The delays between failed reads: one backoff schedule, and its random source."""
 
-    def __init__(self, *, retry_max: float, rng: random.Random) -> None:
-        self.retry_max = retry_max
+    def __init__(self, backoff: Backoff, rng: random.Random) -> None:
+        self.backoff = backoff
         self._rng = rng
 
     def delay(self, failures: int, fault: Fault) -> float:
-        """Seconds to wait after the `failures`-th failure in a row (from 1)."""
+        """Seconds to wait after the `failures`-th failure in a row (from 1); a refused
+        connection is tried again within `CONNECT_RETRY`."""
         refused = isinstance(fault, Unavailable) and fault.connect
-        cap = min(self.retry_max, CONNECT_RETRY) if refused else self.retry_max
-        exponent = min(failures - 1, 30)
-        return min(cap, BASE_DELAY * 2.0**exponent) * self._rng.uniform(0.5, 1.0)
+        return self.backoff.delay(failures, rng=self._rng, cap=CONNECT_RETRY if refused else None)
 
 
 def next_index(last_seen: int, found: int) -> int:
@@ -56,7 +55,7 @@ def next_index(last_seen: int, found: int) -> int:
     return found
 
 
-async def blocking_reads(read: Read[_T], backoff: Backoff) -> AsyncIterator[_T | Fault]:
+async def blocking_reads(read: Read[_T], retry: Retry) -> AsyncIterator[_T | Fault]:
     """Yield each different value `read` returns, and each Fault; never ends, never raises a Fault.
 
     `read(index)` blocks while index > 0 and returns (new index, value).
@@ -72,7 +71,7 @@ async def blocking_reads(read: Read[_T], backoff: Backoff) -> AsyncIterator[_T |
             failures += 1
             index = 0
             yield fault
-            await asyncio.sleep(backoff.delay(failures, fault))
+            await asyncio.sleep(retry.delay(failures, fault))
             continue
         recovered = failures > 0
         failures = 0

@@ -1,0 +1,48 @@
+"""The configuration: `lbsync.toml` read, overlaid with `LBSYNC_*`, checked into frozen values.
+
+`schema` holds the values, `load` reads the file, `sources` and `targets` read their tables,
+`environment` the overrides, `endpoints` and `tls` the one rule for every store client.
+"""
+
+from lbsync.config.endpoints import CONSUL_PORTS, ETCD_PORTS, Endpoint, parse_endpoint
+from lbsync.config.listen import parse_listen
+from lbsync.config.load import load, parse
+from lbsync.config.reader import parse_duration
+from lbsync.config.schema import (
+    Config,
+    ConfigError,
+    ConsulSourceConfig,
+    EtcdSourceConfig,
+    FileSourceConfig,
+    ReloadConfig,
+    ReloadMethod,
+    SourceConfig,
+    TargetConfig,
+    TargetKind,
+)
+from lbsync.config.targets import TEMPLATES_DIR
+from lbsync.config.tls import TlsError, TlsFiles
+
+__all__ = [
+    "CONSUL_PORTS",
+    "ETCD_PORTS",
+    "TEMPLATES_DIR",
+    "Config",
+    "ConfigError",
+    "ConsulSourceConfig",
+    "Endpoint",
+    "EtcdSourceConfig",
+    "FileSourceConfig",
+    "ReloadConfig",
+    "ReloadMethod",
+    "SourceConfig",
+    "TargetConfig",
+    "TargetKind",
+    "TlsError",
+    "TlsFiles",
+    "load",
+    "parse",
+    "parse_duration",
+    "parse_endpoint",
+    "parse_listen",
+]

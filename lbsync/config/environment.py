@@ -1,0 +1,105 @@
+"""`LBSYNC_*` environment variables laid over the parsed document, and Consul's own token.
+
+A variable names a setting by its path in upper case joined by `_`: `LBSYNC_APPLY_MIN_WAIT`,
+`LBSYNC_SOURCE_FILE_PATH`, and for targets by their name: `LBSYNC_TARGET_<NAME>_DEST`,
+`LBSYNC_TARGET_<NAME>_VARS_MAXCONN`. Values are read as TOML values
+(`LBSYNC_APPLY_MIN_WAIT=0.5`, `..._VARS_BIND='["127.0.0.1:80"]'`), else as strings.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from collections.abc import Mapping
+from typing import Any, Final
+
+from lbsync.config.schema import TargetKind
+from lbsync.config.targets import DEFAULT_VARS, target_name
+
+ENV_PREFIX: Final = "LBSYNC_"
+CONFIG_VARIABLE: Final = "LBSYNC_CONFIG"
+CONSUL_TOKEN_VARIABLE: Final = "CONSUL_HTTP_TOKEN"  # noqa: S105 (a name, not a secret)
+
+KNOWN_PATHS: Final = (
+    ("source", "file", "path"),
+    ("source", "etcd", "endpoints"),
+    ("source", "etcd", "prefix"),
+    ("source", "etcd", "username"),
+    ("source", "etcd", "password"),
+    ("source", "etcd", "password_file"),
+    ("source", "consul", "addresses"),
+    ("source", "consul", "prefix"),
+    ("source", "consul", "token"),
+    ("source", "consul", "token_file"),
+    ("source", "consul", "datacenter"),
+    ("health",),
+    ("apply", "min_wait"),
+    ("apply", "max_wait"),
+    ("api", "listen"),
+)
+
+
+def _env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_path(document: dict[str, Any], path: list[str], value: Any) -> None:
+    table = document
+    for part in path[:-1]:
+        table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            return
+    table[path[-1]] = value
+
+
+def _paths(document: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Variable name (without the prefix) -> the setting's path, for every known setting and
+    every setting the document has."""
+    paths = {"_".join(path).upper(): list(path) for path in KNOWN_PATHS}
+    for section, table in document.items():
+        if isinstance(table, dict):
+            for key in table:
+                paths.setdefault(f"{section}_{key}".upper(), [section, key])
+    targets = document.get("target", [])
+    for index, target in enumerate(targets if isinstance(targets, list) else []):
+        if not isinstance(target, dict):
+            continue
+        name = target_name(target, index)
+        stem = f"TARGET_{name.upper().replace('-', '_')}"
+        for key in (*target, "dest", "template", "validate", "mode"):
+            paths.setdefault(f"{stem}_{key.upper()}", ["target", name, key])
+        kind = target.get("kind", TargetKind.HAPROXY.value)
+        known_vars = set(DEFAULT_VARS[TargetKind(kind)]) if kind in set(TargetKind) else set()
+        own_vars = target.get("vars")
+        for key in known_vars | set(own_vars if isinstance(own_vars, dict) else ()):
+            paths.setdefault(f"{stem}_VARS_{key.upper()}", ["target", name, "vars", key])
+    return paths
+
+
+def apply_environment(document: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Overlay `LBSYNC_*` variables on the parsed document (a new dict is returned)."""
+    result = copy.deepcopy(document)
+    paths = _paths(document)
+    for variable, text in environ.items():
+        if not variable.startswith(ENV_PREFIX) or variable == CONFIG_VARIABLE:
+            continue
+        path = paths.get(variable.removeprefix(ENV_PREFIX))
+        if path is None:
+            continue
+        value = _env_value(text)
+        if path[0] == "target":
+            for index, target in enumerate(result["target"]):
+                if isinstance(target, dict) and target_name(target, index) == path[1]:
+                    _set_path(target, path[2:], value)
+        else:
+            _set_path(result, path, value)
+    consul = (
+        result.get("source", {}).get("consul") if isinstance(result.get("source"), dict) else None
+    )
+    token = environ.get(CONSUL_TOKEN_VARIABLE)  # Consul's own variable, as its CLI reads it
+    if isinstance(consul, dict) and token and not {"token", "token_file"} & set(consul):
+        consul["token"] = token
+    return result

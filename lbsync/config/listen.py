@@ -1,0 +1,23 @@
+"""`[api] listen`: where the status API listens, checked when the configuration is read."""
+
+from __future__ import annotations
+
+from lbsync.config.schema import ConfigError
+
+
+def parse_listen(text: str) -> tuple[str, int] | None:
+    """`host:port` (IPv6 in brackets) from `[api] listen`; None when empty (API disabled).
+
+    The host is required: listening on every interface must be written out (`0.0.0.0:9180`).
+    """
+    if not text:
+        return None
+    host, colon, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not colon or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(
+            f"api.listen: expected host:port (e.g. 127.0.0.1:9180, [::1]:9180) or '' to "
+            f"disable the API, got {text!r}"
+        )
+    return host, int(port_text)

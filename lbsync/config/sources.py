@@ -1,0 +1,94 @@
+"""The `[source.*]` tables: the services file, etcd, Consul."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from lbsync.config.endpoints import CONSUL_PORTS, ETCD_PORTS, normalise
+from lbsync.config.reader import Reader
+from lbsync.config.schema import (
+    ConfigError,
+    ConsulSourceConfig,
+    EtcdSourceConfig,
+    FileSourceConfig,
+)
+from lbsync.config.tls import TlsError, TlsFiles
+
+TLS_SETTINGS = frozenset({"ca_file", "cert_file", "key_file"})
+MAX_CONSUL_WAIT = 600.0
+
+
+def file_source(reader: Reader) -> FileSourceConfig:
+    """`[source.file]`."""
+    reader.check_known({"path"})
+    return FileSourceConfig(path=reader.path("path"))
+
+
+def tls_files(reader: Reader) -> TlsFiles:
+    """`ca_file`, `cert_file`, `key_file` under the one TLS rule (see `tls.py`)."""
+    try:
+        return TlsFiles(
+            ca_file=reader.optional_path("ca_file"),
+            cert_file=reader.optional_path("cert_file"),
+            key_file=reader.optional_path("key_file"),
+        )
+    except TlsError as error:
+        raise ConfigError(f"{reader.name('key_file')}: {error}") from error
+
+
+def _endpoints(
+    reader: Reader, key: str, *, default: tuple[str, ...], ports: Mapping[str, int]
+) -> tuple[str, ...]:
+    texts = reader.argv(key, default)
+    if not texts:
+        raise ConfigError(f"{reader.name(key)}: a list of http(s)://host:port URLs")
+    try:
+        return tuple(normalise(text, ports=ports, what="address") for text in texts)
+    except ValueError as error:
+        raise ConfigError(
+            f"{reader.name(key)}: a list of http(s)://host:port URLs: {error}"
+        ) from error
+
+
+def etcd_source(reader: Reader) -> EtcdSourceConfig:
+    """`[source.etcd]`."""
+    reader.check_known(
+        {"endpoints", "prefix", "username", "password", "password_file"}
+        | TLS_SETTINGS
+        | {"request_timeout", "idle_timeout"}
+    )
+    endpoints = _endpoints(reader, "endpoints", default=(), ports=ETCD_PORTS)
+    username = reader.optional_text("username")
+    password = reader.secret("password")
+    if (username is None) != (password is None):
+        raise ConfigError(f"{reader.name('username')}: username and password go together")
+    return EtcdSourceConfig(
+        endpoints=endpoints,
+        prefix=reader.prefix(),
+        username=username,
+        password=password,
+        tls=tls_files(reader),
+        request_timeout=reader.duration("request_timeout", 5.0),
+        idle_timeout=reader.duration("idle_timeout", 30.0),
+    )
+
+
+def consul_source(reader: Reader) -> ConsulSourceConfig:
+    """`[source.consul]`."""
+    reader.check_known(
+        {"addresses", "prefix", "token", "token_file", "datacenter", "wait"} | TLS_SETTINGS
+    )
+    addresses = _endpoints(
+        reader, "addresses", default=("http://127.0.0.1:8500",), ports=CONSUL_PORTS
+    )
+    wait = reader.duration("wait", 30.0)
+    if not 0 < wait <= MAX_CONSUL_WAIT:
+        raise ConfigError(f"{reader.name('wait')}: between 0 and 10 minutes")
+    return ConsulSourceConfig(
+        addresses=addresses,
+        prefix=reader.prefix(),
+        token=reader.secret("token"),
+        datacenter=reader.optional_text("datacenter"),
+        tls=tls_files(reader),
+        wait=wait,
+    )

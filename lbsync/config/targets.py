@@ -1,0 +1,152 @@
+"""The `[[target]]` tables: what each kind renders, validates and reloads by default."""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from lbsync.config.reader import Reader
+from lbsync.config.schema import ConfigError, ReloadConfig, ReloadMethod, TargetConfig, TargetKind
+
+# The shipped templates: the top-level `templates/` of the source tree, installed as the
+# package `lbsync.templates` (see pyproject.toml), so a plain `pip install .` finds them.
+TEMPLATES_DIR: Final = Path(str(importlib.resources.files("lbsync.templates")))
+SHIPPED_TEMPLATES: Final = {TargetKind.HAPROXY: "haproxy.cfg.j2", TargetKind.NGINX: "nginx.conf.j2"}
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+VALIDATORS: Final = {
+    TargetKind.HAPROXY: ("haproxy", "-c", "-f", "{staged}"),
+    TargetKind.NGINX: ("nginx", "-t", "-q", "-c", "{staged}"),
+    TargetKind.GENERIC: (),
+}
+_COMMON_VARS: Final[dict[str, Any]] = {"bind": ["*:80"]}
+DEFAULT_VARS: Final[dict[TargetKind, dict[str, Any]]] = {
+    TargetKind.HAPROXY: {
+        **_COMMON_VARS,
+        "maxconn": 4096,
+        "hard_stop_after": "60s",
+        "timeout_connect": "5s",
+        "timeout_client": "60s",
+        "timeout_server": "60s",
+        "timeout_keep_alive": "10s",
+        "log_target": "",
+        "tls_cert": "",
+        "tls_bind": ["*:443"],
+    },
+    TargetKind.NGINX: {
+        **_COMMON_VARS,
+        "worker_processes": "auto",
+        "worker_connections": 1024,
+        "error_log": "stderr",
+        "access_log": "off",
+        "keepalive_timeout": "65s",
+        "proxy_connect_timeout": "5s",
+        "proxy_read_timeout": "60s",
+        "upstream_keepalive": 32,
+    },
+    TargetKind.GENERIC: {},
+}
+_SIGNALS: Final = {TargetKind.HAPROXY: "USR2", TargetKind.NGINX: "HUP", TargetKind.GENERIC: "HUP"}
+_TARGET_SETTINGS: Final = {"name", "kind", "template", "dest", "validate", "validate_timeout"} | {
+    "reload",
+    "mode",
+    "backup",
+    "vars",
+    "runtime",
+}
+
+
+def target_name(table: Mapping[str, Any], index: int) -> str:
+    """A target's name: its own, else its kind (the first target) or kind and index."""
+    name = table.get("name")
+    if isinstance(name, str):
+        return name
+    kind = str(table.get("kind", TargetKind.HAPROXY.value))
+    return kind if index == 0 else f"{kind}{index}"
+
+
+def _reload(reader: Reader, kind: TargetKind, state_file: Path | None) -> ReloadConfig:
+    reader.check_known({"method", "socket", "pidfile", "signal", "argv", "timeout"})
+    method = reader.choice("method", ReloadMethod, ReloadMethod.NONE)
+    config = ReloadConfig(
+        method=method,
+        socket=reader.optional_path("socket"),
+        pidfile=reader.optional_path("pidfile"),
+        signal=reader.text("signal", _SIGNALS[kind]).upper().removeprefix("SIG"),
+        argv=reader.argv("argv", ()),
+        timeout=reader.duration("timeout", 10.0),
+        server_state_file=state_file if kind is TargetKind.HAPROXY else None,
+    )
+    required = {
+        ReloadMethod.MASTER_CLI: ("socket", config.socket),
+        ReloadMethod.SIGNAL: ("pidfile", config.pidfile),
+        ReloadMethod.COMMAND: ("argv", config.argv),
+    }
+    if method in required and not required[method][1]:
+        raise ConfigError(f"{reader.name(required[method][0])}: required by method {method}")
+    if method is ReloadMethod.MASTER_CLI and kind is not TargetKind.HAPROXY:
+        raise ConfigError(f"{reader.name('method')}: master-cli works only for haproxy targets")
+    return config
+
+
+def _mode(reader: Reader) -> int:
+    mode = reader.table.get("mode", "0644")
+    try:
+        bits = int(mode, 8) if isinstance(mode, str) else -1
+    except ValueError:
+        bits = -1
+    if not 0 <= bits <= 0o7777:
+        raise ConfigError(f'{reader.name("mode")}: must be an octal string such as "0644"')
+    return bits
+
+
+def _runtime(reader: Reader, kind: TargetKind, reload: ReloadConfig) -> bool:
+    """Whether runtime-only changes skip the reload: by default wherever HAProxy's master
+    socket is known, since runtime commands must reach the current worker through it."""
+    possible = kind is TargetKind.HAPROXY and reload.method is ReloadMethod.MASTER_CLI
+    runtime = reader.flag("runtime", possible)
+    if runtime and not possible:
+        raise ConfigError(
+            f"{reader.name('runtime')}: needs kind haproxy with reload method master-cli"
+        )
+    return runtime
+
+
+def target(reader: Reader, index: int) -> TargetConfig:
+    """One `[[target]]` table."""
+    reader.check_known(set(_TARGET_SETTINGS))
+    kind = reader.choice("kind", TargetKind, TargetKind.HAPROXY)
+    name = reader.text("name", target_name(reader.table, index))
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"{reader.name('name')}: letters, digits, '_' and '-' only")
+    if kind is TargetKind.GENERIC and "template" not in reader.table:
+        raise ConfigError(f"{reader.name('template')}: required for generic targets")
+    template = (
+        reader.path("template")
+        if "template" in reader.table
+        else TEMPLATES_DIR / SHIPPED_TEMPLATES[kind]
+    )
+    dest = reader.path("dest")
+    variables = {**DEFAULT_VARS[kind], "run_dir": str(dest.parent), **reader.table_at("vars").table}
+    for key in ("bind", "tls_bind"):
+        if isinstance(variables.get(key), str):
+            variables[key] = [variables[key]]
+    reload = _reload(
+        reader.table_at("reload"), kind, Path(str(variables["run_dir"])) / "haproxy.state"
+    )
+    return TargetConfig(
+        name=name,
+        kind=kind,
+        template=template,
+        dest=dest,
+        validate=reader.argv("validate", VALIDATORS[kind]),
+        validate_timeout=reader.duration("validate_timeout", 30.0),
+        reload=reload,
+        mode=_mode(reader),
+        backup=reader.flag("backup", True),
+        variables=tuple(sorted(variables.items())),
+        runtime=_runtime(reader, kind, reload),
+    )

@@ -1,0 +1,1 @@
+"""The desired state, built by pure functions: health filter, group membership, split math."""

@@ -1,0 +1,179 @@
+"""The desired state: an immutable value built whole from the merged catalog (pure).
+
+It holds what every target needs and nothing about any source: exposed services with their
+servers' weights, the split as target and achieved shares, settings, raw keys and refusals.
+Server and backend names are stable, derived from service and instance ids, so the runtime API
+can address the same server across renders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from lbsync.core.weights import GroupShare, allocate
+from lbsync.model.values import (
+    Catalog,
+    Health,
+    HealthMode,
+    Rejection,
+    Route,
+    ServiceSpec,
+    Setting,
+    Split,
+)
+
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def server_name(instance_id: str) -> str:
+    """A proxy-safe, stable server name for an instance id (a hash suffix keeps it unique)."""
+    safe = _UNSAFE_NAME_CHARS.sub("_", instance_id)
+    if safe == instance_id:
+        return safe
+    digest = hashlib.sha256(instance_id.encode()).hexdigest()[:8]
+    return f"{safe}-{digest}"
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """One server line of a backend."""
+
+    name: str
+    instance_id: str
+    address: str
+    port: int
+    endpoint: str
+    group: str
+    health: Health
+    eligible: bool
+    weight: int
+    share: float
+    achieved: float
+    tags: tuple[str, ...]
+    meta: tuple[tuple[str, str], ...]
+
+    @property
+    def down(self) -> bool:
+        """No share: nginx marks it `down` (its weights start at 1), HAProxy gives weight 0."""
+        return self.weight == 0
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """One service as the proxies should serve it."""
+
+    name: str
+    route: Route | None
+    split: Split | None
+    servers: tuple[ServerState, ...]
+    groups: tuple[GroupShare, ...]
+    split_in_force: bool
+    unserved: float
+    unserved_basis_points: int
+    notes: tuple[str, ...]
+
+    @property
+    def exposed(self) -> bool:
+        """Only services with a route are reachable through the proxy."""
+        return self.route is not None
+
+    @property
+    def has_traffic(self) -> bool:
+        """Whether any real server receives a share (otherwise everything is unserved)."""
+        return any(server.weight > 0 for server in self.servers)
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """Everything a target renders from; equal values render equal bytes."""
+
+    services: tuple[ServiceState, ...]
+    settings: tuple[Setting, ...]
+    raw: tuple[tuple[str, str], ...]
+    rejected: tuple[Rejection, ...]
+    health_mode: HealthMode
+
+    @property
+    def exposed(self) -> tuple[ServiceState, ...]:
+        """Services with a route, by name."""
+        return tuple(service for service in self.services if service.exposed)
+
+    def service(self, name: str) -> ServiceState | None:
+        """One service by name."""
+        return next((service for service in self.services if service.name == name), None)
+
+
+def _service_state(spec: ServiceSpec, mode: HealthMode) -> ServiceState:
+    allocation = allocate(spec.instances, spec.split, mode)
+    servers = tuple(
+        ServerState(
+            name=server_name(share.instance.id),
+            instance_id=share.instance.id,
+            address=share.instance.address,
+            port=share.instance.port,
+            endpoint=share.instance.endpoint,
+            group=share.group,
+            health=share.instance.health,
+            eligible=share.eligible,
+            weight=share.weight,
+            share=share.share,
+            achieved=share.achieved,
+            tags=share.instance.tags,
+            meta=share.instance.meta,
+        )
+        for share in allocation.servers
+    )
+    return ServiceState(
+        name=spec.name,
+        route=spec.route,
+        split=spec.split,
+        servers=tuple(sorted(servers, key=lambda server: server.name)),
+        groups=allocation.groups,
+        split_in_force=allocation.split_in_force,
+        unserved=allocation.unserved,
+        unserved_basis_points=allocation.unserved_basis_points,
+        notes=allocation.notes,
+    )
+
+
+def _route_keys(route: Route) -> list[tuple[str, str]]:
+    return [(host, route.path) for host in route.hosts] or [("", route.path)]
+
+
+def _without_conflicts(specs: tuple[ServiceSpec, ...]) -> tuple[list[ServiceSpec], list[Rejection]]:
+    """Drop the route of a service whose (host, path) another service (earlier by name) owns."""
+    owners: dict[tuple[str, str], str] = {}
+    kept: list[ServiceSpec] = []
+    refused: list[Rejection] = []
+    for spec in specs:
+        if spec.route is None:
+            kept.append(spec)
+            continue
+        clash = next((owners[k] for k in _route_keys(spec.route) if k in owners), None)
+        if clash is not None:
+            refused.append(
+                Rejection(
+                    where=f"services/{spec.name}/route",
+                    message=f"host and path already routed to service {clash}; not exposed",
+                )
+            )
+            kept.append(ServiceSpec(name=spec.name, split=spec.split, instances=spec.instances))
+            continue
+        for key in _route_keys(spec.route):
+            owners[key] = spec.name
+        kept.append(spec)
+    return kept, refused
+
+
+def build(catalog: Catalog, mode: HealthMode = HealthMode.PASSING) -> DesiredState:
+    """The desired state of a catalog under a health mode."""
+    specs, conflicts = _without_conflicts(catalog.services)
+    return DesiredState(
+        services=tuple(_service_state(spec, mode) for spec in specs),
+        settings=catalog.settings,
+        raw=catalog.raw,
+        rejected=catalog.rejected + tuple(conflicts),
+        health_mode=mode,
+    )

@@ -1,0 +1,205 @@
+"""The status as JSON: one small explicit function per frozen dataclass.
+
+Written out field by field on purpose: a reflective `asdict` would silently change the API's
+shape whenever an internal dataclass gains or renames a field. Adding a field here is a
+decision, and docs/api.md lists every one.
+
+Left out, deliberately: the values of settings and raw keys (templates may read secrets from
+them); only the settings' names appear. The one raw key shown is a service's rollout record
+(`services/<svc>/rollout`, written by `lbsync rollout` for the status to show), and only its
+known fields, each checked for its type, since anyone can write that key.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from lbsync.core.state import DesiredState, ServerState, ServiceState
+from lbsync.core.weights import GroupShare
+from lbsync.daemon.status import SourceStatus, Status
+from lbsync.model.keys import rollout_key
+from lbsync.model.values import Rejection, Route, Split
+from lbsync.pipeline.report import ApplyReport
+
+JSON = dict[str, Any]
+API_VERSION = 1
+STATUS_EVENTS = 10
+_NUMBER = (int, float)
+ROLLOUT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "phase": str,
+    "to": str,
+    "share": _NUMBER,
+    "step": int,
+    "interval": _NUMBER,
+    "who": str,
+    "updated": _NUMBER,
+    "message": str,
+}
+
+
+def not_ready_reason(status: Status) -> str | None:
+    """Why the daemon is not ready yet (None once it is): the first missing condition."""
+    waiting = [source.name for source in status.sources if not source.synced]
+    if waiting:
+        return "not synced yet: " + ", ".join(waiting)
+    if status.cycles == 0:
+        return "no apply yet"
+    return None
+
+
+def status_json(status: Status, *, now: float) -> JSON:
+    """The whole status: sources, services, refusals, the last cycle and the latest events."""
+    state = status.state
+    return {
+        "version": API_VERSION,
+        "now": now,
+        "started_at": status.started_at,
+        "ready": status.ready,
+        "not_ready": not_ready_reason(status),
+        "cycles": status.cycles,
+        "health_mode": state.health_mode.value if state is not None else None,
+        "sources": [source_json(source, now=now) for source in status.sources],
+        "services": [service_json(s, rollout_json(state, s.name)) for s in state.services]
+        if state is not None
+        else [],
+        "rejected": [rejection_json(r) for r in state.rejected] if state is not None else [],
+        "settings": [setting.key for setting in state.settings] if state is not None else [],
+        "targets": [report_json(report) for report in status.targets],
+        "events": events_json(status, STATUS_EVENTS),
+    }
+
+
+def events_json(status: Status, limit: int) -> list[JSON]:
+    """The last `limit` apply reports that did something, newest first."""
+    recent = status.events[-limit:] if limit > 0 else ()
+    return [report_json(report) for report in reversed(recent)]
+
+
+def source_json(source: SourceStatus, *, now: float) -> JSON:
+    """One source: synced once, usable now, its error and when it last changed."""
+    return {
+        "name": source.name,
+        "synced": source.synced,
+        "usable": source.usable,
+        "error": source.error,
+        "changed_at": source.changed_at,
+        "age_seconds": None if source.changed_at is None else max(0.0, now - source.changed_at),
+        "rejected": list(source.rejected),
+    }
+
+
+def service_json(service: ServiceState, rollout: JSON | None = None) -> JSON:
+    """One service: route, split, groups (target next to achieved), servers, rollout."""
+    return {
+        "name": service.name,
+        "exposed": service.exposed,
+        "route": route_json(service.route) if service.route is not None else None,
+        "split": split_json(service.split) if service.split is not None else None,
+        "split_in_force": service.split_in_force,
+        "unserved": service.unserved,
+        "notes": list(service.notes),
+        "groups": [group_json(group) for group in service.groups],
+        "servers": [server_json(server) for server in service.servers],
+        "rollout": rollout,
+    }
+
+
+def rollout_json(state: DesiredState, service: str) -> JSON | None:
+    """The service's rollout record, if any: its known fields (None where absent or of the
+    wrong type) and the numeric steps; `{"error": ...}` when it is not a JSON object."""
+    key = rollout_key(service)
+    text = next((v for k, v in state.raw if k == key), None)
+    if text is None:
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        return {"error": f"{key}: not a JSON object"}
+    fields: JSON = {
+        key: value if isinstance(value, kinds) and not isinstance(value, bool) else None
+        for key, kinds in ROLLOUT_FIELDS.items()
+        for value in [record.get(key)]
+    }
+    steps = record.get("steps")
+    fields["steps"] = [
+        step
+        for step in (steps if isinstance(steps, list) else [])
+        if isinstance(step, _NUMBER) and not isinstance(step, bool)
+    ]
+    return fields
+
+
+def route_json(route: Route) -> JSON:
+    """How a service is exposed."""
+    check = route.check
+    return {
+        "hosts": list(route.hosts),
+        "path": route.path,
+        "balance": route.balance.value,
+        "check": None if check is None else {"path": check.path, "interval_ms": check.interval_ms},
+    }
+
+
+def split_json(split: Split) -> JSON:
+    """The split as written (groups in the split's own order, which decides ties)."""
+    return {
+        "by": split.by,
+        "groups": [{"name": name, "share": share} for name, share in split.groups],
+        "on_empty": split.on_empty.value,
+    }
+
+
+def group_json(group: GroupShare) -> JSON:
+    """A group's target, effective and achieved shares (percent) and its instance counts."""
+    return {
+        "name": group.name,
+        "label": group.label,
+        "target": group.target,
+        "effective": group.effective,
+        "achieved": group.achieved,
+        "instances": group.instances,
+        "eligible": group.eligible,
+        "status": group.status,
+    }
+
+
+def server_json(server: ServerState) -> JSON:
+    """One server line: where it is, its health, whether it counts, its weight and shares."""
+    return {
+        "name": server.name,
+        "instance_id": server.instance_id,
+        "address": server.address,
+        "port": server.port,
+        "endpoint": server.endpoint,
+        "group": server.group,
+        "health": server.health.value,
+        "eligible": server.eligible,
+        "weight": server.weight,
+        "share": server.share,
+        "achieved": server.achieved,
+        "tags": list(server.tags),
+        "meta": dict(server.meta),
+    }
+
+
+def rejection_json(rejection: Rejection) -> JSON:
+    """A refused entry, named by where it came from."""
+    return {"where": rejection.where, "message": rejection.message}
+
+
+def report_json(report: ApplyReport) -> JSON:
+    """One target's cycle: outcome, plan, step timings (seconds), error and detail."""
+    return {
+        "target": report.target,
+        "outcome": report.outcome.value,
+        "failed": report.failed,
+        "plan": report.plan.value if report.plan is not None else None,
+        "at": report.at,
+        "seconds": dict(sorted(report.seconds.items())),
+        "error": report.error,
+        "digest": report.digest,
+        "detail": report.detail,
+    }

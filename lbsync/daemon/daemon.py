@@ -1,0 +1,187 @@
+"""The daemon: sources -> merge -> debounce -> desired state -> every target, as one task group.
+
+Any task's exit ends the group (a source that stops is a bug, not a state to limp along in);
+shutdown is injected as an event. The status is one immutable value swapped after each step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from lbsync.common.backoff import Backoff
+from lbsync.config import Config
+from lbsync.core.state import DesiredState, build
+from lbsync.daemon.api import StatusApi
+from lbsync.daemon.applylog import log_report
+from lbsync.daemon.status import SourceStatus, Status
+from lbsync.model.values import Catalog, Snapshot
+from lbsync.pipeline import fsio
+from lbsync.pipeline.debounce import quiesce
+from lbsync.pipeline.reconcile import TargetRunner
+from lbsync.pipeline.report import ApplyReport
+from lbsync.sources import Source
+from lbsync.sources.build import sources_for
+from lbsync.sources.filewatch import changes
+from lbsync.sources.follow import Views, follow
+
+log = logging.getLogger("lbsync")
+
+# After a failure the same input is tried again after 1 s, then 2, 4 ... up to 30 s.
+RETRY = Backoff(first=1.0, cap=30.0, jitter=0.0)
+
+
+class _Stopped(Exception):
+    """Raised by the stop task so the task group cancels its siblings."""
+
+
+class Daemon:
+    """Runs the pipeline until stopped; `status` is always the latest immutable status."""
+
+    def __init__(self, config: Config, *, sources: Sequence[Source] | None = None) -> None:
+        self.config = config
+        self.sources = list(sources_for(config) if sources is None else sources)
+        self.runners = [TargetRunner(target) for target in config.targets]
+        self.status = Status(
+            started_at=time.time(),
+            sources=tuple(SourceStatus(name=source.name) for source in self.sources),
+        )
+        self._views = Views.waiting([source.name for source in self.sources])
+        self._catalog: Catalog | None = None
+        self._queue: asyncio.Queue[Catalog] = asyncio.Queue()
+        self._changed = asyncio.Condition()
+        self._retry: asyncio.TimerHandle | None = None
+        self._failures = 0
+        self._logged_rejections: frozenset[str] = frozenset()
+        # Read-only HTTP over `status`; `api.address` is published once it listens.
+        self.api = StatusApi(lambda: self.status, listen=config.api_listen)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set; raises whatever ends a task unexpectedly."""
+        for runner in self.runners:
+            for stale in fsio.remove_stale_stages(runner.config.dest):
+                log.warning("removed %s left by an interrupted write", stale)
+
+        log.info(
+            "lbsync started: sources %s; targets %s",
+            ", ".join(source.name for source in self.sources),
+            ", ".join(f"{r.config.name} -> {r.config.dest}" for r in self.runners),
+        )
+
+        async def until_stopped() -> None:
+            await stop.wait()
+            raise _Stopped
+
+        await self.api.start()  # bound before anything runs: a busy port fails the start
+        try:
+            async with asyncio.TaskGroup() as group:
+                for source in self.sources:
+                    group.create_task(follow(source, self._accept))
+                group.create_task(self._watch_templates())
+                group.create_task(self._pipeline())
+                if self.api.listen is not None:
+                    group.create_task(self.api.serve())
+                group.create_task(until_stopped())
+        except* _Stopped:
+            log.info("lbsync stopped")
+        finally:
+            if self._retry is not None:
+                self._retry.cancel()
+            await self.api.stop()
+            for runner in self.runners:
+                runner.close()  # its kept runtime API connection
+
+    async def wait_for(self, predicate: Callable[[Status], bool], timeout: float) -> Status:
+        """Wait until the status satisfies a predicate (for tests and tools)."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: predicate(self.status))
+        return self.status
+
+    async def _publish(self, status: Status) -> None:
+        self.status = status
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _accept(self, snapshot: Snapshot) -> None:
+        """Keep a source's snapshot; once every source has given a usable one, push the merge."""
+        self._views = self._views.accepting(snapshot)
+        await self._publish(
+            self.status.with_source(
+                SourceStatus(
+                    name=snapshot.source,
+                    synced=self._views.has_synced(snapshot.source),
+                    usable=snapshot.usable,
+                    error=snapshot.error,
+                    changed_at=time.time(),
+                    rejected=tuple(str(rejection) for _, rejection in snapshot.rejected),
+                )
+            )
+        )
+        if not snapshot.usable:
+            log.error("source %s: %s; keeping its last good state", snapshot.source, snapshot.error)
+        if self._views.synced:
+            self._push(self._views.catalog())
+
+    def _push(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._queue.put_nowait(catalog)
+
+    async def _watch_templates(self) -> None:
+        paths = sorted({runner.config.template for runner in self.runners})
+        first = True
+        async for _ in changes(paths):
+            if not first and self._catalog is not None:
+                self._push(self._catalog)
+            first = False
+
+    async def _catalogs(self) -> AsyncIterator[Catalog]:
+        while True:
+            yield await self._queue.get()
+
+    async def _pipeline(self) -> None:
+        catalogs = quiesce(
+            self._catalogs(), min_wait=self.config.min_wait, max_wait=self.config.max_wait
+        )
+        async for catalog in catalogs:
+            state, reports = await self.cycle(catalog)
+            await self._publish(self.status.with_cycle(state, reports))
+            self.api.observe(self.status)
+            self._after_cycle(catalog, reports)
+
+    async def cycle(self, catalog: Catalog) -> tuple[DesiredState, tuple[ApplyReport, ...]]:
+        """Build the desired state and apply it to every target, one after the other."""
+        state = build(catalog, self.config.health_mode)
+        self._log_rejections(state)
+        reports = []
+        for runner in self.runners:
+            report = await runner.apply(state)
+            log_report(report)
+            reports.append(report)
+        return state, tuple(reports)
+
+    def _log_rejections(self, state: DesiredState) -> None:
+        current = frozenset(str(rejection) for rejection in state.rejected)
+        for message in sorted(current - self._logged_rejections):
+            log.error("refused %s; its last good value (if any) stays in force", message)
+        self._logged_rejections = current
+
+    def _after_cycle(self, catalog: Catalog, reports: tuple[ApplyReport, ...]) -> None:
+        """After a failure, try the same catalog again later, backing off."""
+        if not any(report.failed for report in reports):
+            self._failures = 0
+            return
+        self._failures += 1
+        delay = RETRY.delay(self._failures)
+        log.warning("retrying in %.0fs", delay)
+        loop = asyncio.get_running_loop()
+        self._retry = loop.call_later(delay, self._retry_now, catalog)
+
+    def _retry_now(self, catalog: Catalog) -> None:
+        self._retry = None
+        if self._catalog is catalog:
+            self._queue.put_nowait(catalog)

@@ -1,0 +1,211 @@
+"""Prometheus metrics: counters and histograms fed by every apply, gauges read from the status.
+
+The registry belongs to a `Metrics` object (one per daemon), never to the module, so two
+daemons in one process (as in the tests) never mix their figures.
+
+Two kinds of figures, kept apart on purpose:
+- what happened (applies by outcome, step durations, propagation) can only be counted as it
+  happens: `observe_cycle` is called once per cycle with the status it produced;
+- what is true now (sources, shares, eligible instances, refusals) is read from the current
+  immutable status at scrape time by a collector, so a service or source that disappears
+  leaves no stale series behind.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from lbsync.daemon.status import Status
+from lbsync.pipeline.decision import Plan
+from lbsync.pipeline.report import FAILURES, Outcome
+
+STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PROPAGATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+LIVE = frozenset({Outcome.APPLIED, Outcome.WRITTEN})
+
+
+class Metrics:
+    """One daemon's metrics and the registry that holds them."""
+
+    def __init__(self, status: Callable[[], Status]) -> None:
+        self.registry = CollectorRegistry()
+        self._applies = Counter(
+            "lbsync_applies",
+            "Cycles per target by outcome (unchanged: nothing to do; applied: reloaded and "
+            "confirmed; written: file written, no reload configured; the rest are failures).",
+            ["target", "outcome"],
+            registry=self.registry,
+        )
+        self._plans = Counter(
+            "lbsync_apply_plans",
+            "Cycles per target by plan (nothing, reload, full, and runtime where HAProxy's "
+            "runtime API applies weights without a reload).",
+            ["target", "plan"],
+            registry=self.registry,
+        )
+        self._steps = Histogram(
+            "lbsync_apply_step_seconds",
+            "Duration of each step of a target's cycle (render, validate, write, reload, total).",
+            ["target", "step"],
+            buckets=STEP_BUCKETS,
+            registry=self.registry,
+        )
+        self._propagation = Histogram(
+            "lbsync_propagation_seconds",
+            "From the newest source change received before a cycle began to the end of the "
+            "apply that made it live.",
+            ["target"],
+            buckets=PROPAGATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_StatusCollector(status))
+        self._targets: set[str] = set()
+        self._live_since: dict[str, float] = {}
+
+    def observe_cycle(self, status: Status) -> None:
+        """Count the reports of the cycle that produced `status` (call once per cycle)."""
+        for report in status.targets:
+            if report.target not in self._targets:
+                self._targets.add(report.target)
+                for outcome in Outcome:  # every series exists from the start, for rate()
+                    self._applies.labels(report.target, outcome.value)
+                for plan in Plan:
+                    self._plans.labels(report.target, plan.value)
+            self._applies.labels(report.target, report.outcome.value).inc()
+            if report.plan is not None:
+                self._plans.labels(report.target, report.plan.value).inc()
+            for step, seconds in report.seconds.items():
+                self._steps.labels(report.target, step).observe(seconds)
+            if report.outcome in LIVE:
+                changed = [
+                    source.changed_at
+                    for source in status.sources
+                    if source.changed_at is not None and source.changed_at <= report.at
+                ]
+                newest = max(changed, default=None)
+                if newest is not None and newest > self._live_since.get(report.target, -math.inf):
+                    done = report.at + report.seconds.get("total", 0.0)
+                    self._propagation.labels(report.target).observe(max(0.0, done - newest))
+            if report.outcome not in FAILURES:
+                self._live_since[report.target] = report.at
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+class _StatusCollector(Collector):
+    """Gauges computed from the current status at each scrape."""
+
+    def __init__(self, status: Callable[[], Status]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterable[Metric]:
+        status = self._status()
+        now = time.time()
+        ready = GaugeMetricFamily(
+            "lbsync_ready", "1 once every source synced and the first apply is done."
+        )
+        ready.add_metric([], 1.0 if status.ready else 0.0)
+        yield ready
+        cycles = CounterMetricFamily("lbsync_cycles", "Apply cycles run since start.")
+        cycles.add_metric([], status.cycles)
+        yield cycles
+        started = GaugeMetricFamily("lbsync_start_time_seconds", "When the daemon started.")
+        started.add_metric([], status.started_at)
+        yield started
+        yield from _sources(status, now)
+        yield from _services(status)
+        yield from _targets(status)
+
+
+def _gauge(name: str, documentation: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, labels=labels)
+
+
+def _sources(status: Status, now: float) -> Iterable[Metric]:
+    synced = _gauge("lbsync_source_synced", "1 once the source delivered a snapshot.", ["source"])
+    connected = _gauge(
+        "lbsync_source_connected",
+        "1 when the source's last snapshot was usable (store reached, file readable).",
+        ["source"],
+    )
+    age = _gauge(
+        "lbsync_source_last_change_age_seconds",
+        "Seconds since the source last delivered a changed snapshot.",
+        ["source"],
+    )
+    rejected = _gauge(
+        "lbsync_source_rejected_entries", "Entries the source's last snapshot refused.", ["source"]
+    )
+    for source in status.sources:
+        synced.add_metric([source.name], 1.0 if source.synced else 0.0)
+        connected.add_metric([source.name], 1.0 if source.usable else 0.0)
+        rejected.add_metric([source.name], len(source.rejected))
+        if source.changed_at is not None:
+            age.add_metric([source.name], max(0.0, now - source.changed_at))
+    return (synced, connected, age, rejected)
+
+
+def _services(status: Status) -> Iterable[Metric]:
+    labels = ["service", "group"]
+    instances = _gauge("lbsync_group_instances", "Instances in a group.", labels)
+    eligible = _gauge(
+        "lbsync_group_eligible_instances",
+        "Instances in a group that pass the health filter and have a weight.",
+        labels,
+    )
+    target = _gauge("lbsync_group_target_percent", "A group's share as the split asks.", labels)
+    effective = _gauge(
+        "lbsync_group_effective_percent",
+        "A group's share after empty groups are redistributed or left unserved.",
+        labels,
+    )
+    achieved = _gauge(
+        "lbsync_group_achieved_percent",
+        "A group's share as the integer weights give it.",
+        labels,
+    )
+    unserved = _gauge(
+        "lbsync_service_unserved_percent",
+        "Share of a service's requests the proxy answers with 503 (no eligible instance).",
+        ["service"],
+    )
+    rejected = _gauge(
+        "lbsync_rejected_entries", "Entries refused in the desired state (contract, conflicts).", []
+    )
+    state = status.state
+    for service in state.services if state is not None else ():
+        unserved.add_metric([service.name], service.unserved)
+        for group in service.groups:
+            key = [service.name, group.label]
+            instances.add_metric(key, group.instances)
+            eligible.add_metric(key, group.eligible)
+            target.add_metric(key, group.target)
+            effective.add_metric(key, group.effective)
+            achieved.add_metric(key, group.achieved)
+    rejected.add_metric([], len(state.rejected) if state is not None else 0)
+    return (instances, eligible, target, effective, achieved, unserved, rejected)
+
+
+def _targets(status: Status) -> Iterable[Metric]:
+    failing = _gauge(
+        "lbsync_target_failing",
+        "1 when the target's last cycle failed (its proxy may not run the desired state).",
+        ["target"],
+    )
+    last = _gauge(
+        "lbsync_target_last_cycle_timestamp_seconds",
+        "When the target's last cycle started.",
+        ["target"],
+    )
+    for report in status.targets:
+        failing.add_metric([report.target], 1.0 if report.failed else 0.0)
+        last.add_metric([report.target], report.at)
+    return (failing, last)

@@ -1,0 +1,1 @@
+"""One target's cycle: debounce, render, decide, validate, write, reload, report."""

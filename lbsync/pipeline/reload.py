@@ -1,0 +1,140 @@
+"""Applying a written file: the HAProxy master CLI, a signal to a pidfile, or a command.
+
+Each method confirms that the proxy took the new configuration:
+- master CLI: `reload`, confirmed by a new worker in `show proc` (`haproxy.master`);
+- signal: the master's children change (a new worker was forked) within the timeout;
+- command: its exit status.
+`ReloadUnavailable` means the proxy could not be reached at all (not running yet): the new,
+valid file stays and the reload is retried. `ReloadFailed` means the proxy refused it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal as signals
+from dataclasses import dataclass
+from pathlib import Path
+
+from lbsync.common import processes
+from lbsync.config import ReloadConfig, ReloadMethod
+from lbsync.haproxy import master
+from lbsync.pipeline import fsio
+
+log = logging.getLogger("lbsync")
+
+POLL_SECONDS = 0.02
+STATE_FILE_MODE = 0o600
+
+
+class ReloadError(Exception):
+    """A reload that did not happen."""
+
+
+class ReloadFailed(ReloadError):
+    """The proxy was asked to reload and refused or did not confirm it."""
+
+
+class ReloadUnavailable(ReloadError):
+    """The proxy could not be reached: nothing was asked of it."""
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    """A confirmed reload."""
+
+    method: ReloadMethod
+    seconds: float
+    detail: str
+
+
+async def reload_master_cli(socket: Path, timeout: float, state_file: Path | None) -> Reloaded:
+    """Reload through the master CLI, saving the server states first (see `haproxy.master`)."""
+    started = asyncio.get_running_loop().time()
+
+    def save_state(text: bytes) -> None:
+        """Keep the server states for the new worker; without them it assumes every server up
+        until its first check, which is no reason to refuse the reload (a full disk, say)."""
+        if state_file is None:
+            return
+        try:
+            fsio.write_atomic(state_file, text, STATE_FILE_MODE)
+        except OSError as error:
+            log.warning("cannot save HAProxy's server states to %s: %s", state_file, error)
+
+    try:
+        workers = await master.reload(socket, timeout=timeout, save_state=save_state)
+    except master.MasterUnreachable as error:
+        raise ReloadUnavailable(str(error)) from error
+    except master.ReloadRefused as error:
+        raise ReloadFailed(str(error)) from error
+    return Reloaded(
+        method=ReloadMethod.MASTER_CLI,
+        seconds=asyncio.get_running_loop().time() - started,
+        detail=f"worker {','.join(map(str, workers))} serving",
+    )
+
+
+def _children(pid: int) -> set[int]:
+    """The child processes of a pid (the proxy's workers)."""
+    children: set[int] = set()
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            text = (task / "children").read_text()
+            children.update(int(child) for child in text.split())
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return children
+
+
+async def reload_signal(pidfile: Path, signal_name: str, timeout: float) -> Reloaded:
+    """Signal the master in a pidfile, then wait until it has forked a new worker."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        pid = int(pidfile.read_text().split()[0])
+        number = signals.Signals[f"SIG{signal_name}"]
+        before = _children(pid)
+        os.kill(pid, number)
+    except (OSError, ValueError, IndexError, KeyError) as error:
+        raise ReloadUnavailable(f"cannot signal the process in {pidfile}: {error}") from error
+    while loop.time() - started < timeout:
+        fresh = _children(pid) - before
+        if fresh:
+            return Reloaded(
+                method=ReloadMethod.SIGNAL,
+                seconds=loop.time() - started,
+                detail=f"SIG{signal_name} to {pid}; new worker {min(fresh)}",
+            )
+        await asyncio.sleep(POLL_SECONDS)
+    raise ReloadFailed(f"SIG{signal_name} to {pid}: no new worker within {timeout:g}s")
+
+
+async def reload_command(argv: tuple[str, ...], timeout: float) -> Reloaded:
+    """Run a reload command; exit status 0 means reloaded."""
+    try:
+        finished = await processes.run(argv, timeout=timeout)
+    except OSError as error:
+        raise ReloadUnavailable(f"cannot run {argv[0]}: {error.strerror or error}") from error
+    if finished.timed_out:
+        raise ReloadFailed(f"{argv[0]} timed out after {timeout:g}s")
+    if not finished.ok:
+        text = finished.output.strip()[-500:]
+        raise ReloadFailed(f"{argv[0]} exited with {finished.returncode}: {text}")
+    return Reloaded(method=ReloadMethod.COMMAND, seconds=finished.seconds, detail=argv[0])
+
+
+async def reload(config: ReloadConfig) -> Reloaded | None:
+    """Apply the written file with the configured method; None when the method is `none`."""
+    match config.method:
+        case ReloadMethod.MASTER_CLI:
+            assert config.socket is not None
+            return await reload_master_cli(config.socket, config.timeout, config.server_state_file)
+        case ReloadMethod.SIGNAL:
+            assert config.pidfile is not None
+            return await reload_signal(config.pidfile, config.signal, config.timeout)
+        case ReloadMethod.COMMAND:
+            return await reload_command(config.argv, config.timeout)
+        case ReloadMethod.NONE:
+            return None

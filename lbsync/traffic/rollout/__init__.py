@@ -1,0 +1,6 @@
+"""`lbsync rollout`: raise a group's share step by step, behind health and error gates.
+
+`spec` is what the operator asked for and the split at each step (pure), `gates` what must
+hold before and during each step, `record` the rollout's state in `services/<svc>/rollout`
+(which other terminals control), `driver` the loop that runs it on the event loop's clock.
+"""
