@@ -8,7 +8,9 @@
 #   --with-test-servers:  also nginx, etcd-server, openssl (real backends and
 #                         TLS material for the integration tests), chromium
 #                         (the dashboard test drives it headless; no browser
-#                         can be downloaded here) and Consul (via
+#                         can be downloaded here), libatomic1 (Playwright's
+#                         bundled node driver links it; a fresh Debian 12 does
+#                         not have it) and Consul (via
 #                         scripts/install-consul.sh, since bookworm does not
 #                         package it)
 #
@@ -33,7 +35,7 @@ for arg in "$@"; do
     case "$arg" in
         --with-test-servers) WITH_TEST_SERVERS=1 ;;
         -h | --help)
-            sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -45,7 +47,7 @@ done
 
 wanted=(haproxy ca-certificates)
 if [[ $WITH_TEST_SERVERS == 1 ]]; then
-    wanted+=(nginx etcd-server openssl chromium)
+    wanted+=(nginx etcd-server openssl chromium libatomic1)
 fi
 # `python3 -m venv --help` alone is not enough: Debian's python3 ships the
 # venv module but not ensurepip (that lives in python3-venv), so creating a
