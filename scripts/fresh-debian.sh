@@ -23,9 +23,12 @@
 # debian.sources: bookworm, bookworm-updates, bookworm-security), taken from this machine's
 # own apt sources, so no mirror host name is written here. No image registry is needed.
 # The repository is mounted read-only and cloned inside, so the container sees a fresh
-# clone, not this work tree. The container uses the host network (apt's mirror is reached
-# the way this machine reaches it), so the demo's fixed ports 8080, 9180 and 9101-9103 must
-# be free here: checked before anything starts.
+# clone, not this work tree. The container uses the host network (apt's mirror and PyPI are
+# reached the way this machine reaches them), so the demo's fixed ports 8080, 9180 and
+# 9101-9103 must be free here: checked before anything starts. A network that inspects TLS
+# needs its CA trusted: this machine's local CA certificates (/usr/local/share/ca-certificates)
+# are added to the container's trust store and pip is pointed at that store (the pip a venv
+# upgrades to trusts only its own bundle); the image itself stays stock.
 #
 # Needs root, podman and runc (Debian packages), and debootstrap only if the rootfs is
 # missing. podman as root here needs /etc/containers/containers.conf with, under
@@ -153,7 +156,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SOURCES
 
     log "importing $ROOTFS as $IMAGE"
-    tar -C "$ROOTFS" -c . | podman import - "$IMAGE" >/dev/null
+    tar -C "$ROOTFS" -c . | podman import -q - "$IMAGE" >/dev/null
 }
 
 start=$SECONDS
@@ -170,8 +173,18 @@ trap cleanup EXIT
 
 # --init reaps the daemons the demo and the tests leave behind, as a machine's init would;
 # /dev/shm as large as a machine's, not podman's 64 MB (Chromium uses it).
-podman run -d --name "$CONTAINER" --init --network host --shm-size 1g \
-    -v "$GIT_DIR:/src:ro" "$IMAGE" sleep infinity >/dev/null
+RUN=(podman run -d --name "$CONTAINER" --init --network host --shm-size 1g -v "$GIT_DIR:/src:ro")
+LOCAL_CA=/usr/local/share/ca-certificates
+EXEC_ENV=()
+if [[ -n "$(find "$LOCAL_CA" -name '*.crt' 2>/dev/null | head -n1)" ]]; then
+    RUN+=(-v "$LOCAL_CA:$LOCAL_CA:ro")
+    EXEC_ENV=(-e PIP_CERT=/etc/ssl/certs/ca-certificates.crt)
+fi
+"${RUN[@]}" "$IMAGE" sleep infinity >/dev/null
+if ((${#EXEC_ENV[@]})); then
+    log "trusting this machine's local CA certificates from $LOCAL_CA in the container"
+    podman exec "$CONTAINER" update-ca-certificates >/dev/null
+fi
 WORK=/root/lbsync
 # The repository may belong to another user than root: trust it for this clone only.
 podman exec -e GIT_CONFIG_GLOBAL=/tmp/clone.gitconfig "$CONTAINER" sh -c \
@@ -188,7 +201,7 @@ step() {
     shift
     log "==> $name: $*"
     set +e
-    podman exec -w "$WORK" "$CONTAINER" "$@" 2>&1 | tee "$LOGS/$name.log"
+    podman exec "${EXEC_ENV[@]}" -w "$WORK" "$CONTAINER" "$@" 2>&1 | tee "$LOGS/$name.log"
     STATUS[$name]=${PIPESTATUS[0]}
     set -e
     TOOK[$name]=$((SECONDS - started))
