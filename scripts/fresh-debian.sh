@@ -75,7 +75,7 @@ command -v podman >/dev/null 2>&1 || die "podman not found (apt-get install podm
 
 # The whole object store, so that a linked work tree (whose .git is a file pointing
 # elsewhere) clones too. The commit is resolved here, where the repository is.
-GIT_DIR="$(realpath -- "$(git -C "$REPO" rev-parse --git-common-dir)")"
+SOURCE_GIT="$(realpath -- "$(git -C "$REPO" rev-parse --git-common-dir)")"
 SHA="$(git -C "$REPO" rev-parse --verify "$COMMIT^{commit}")"
 
 if [[ -z $LOGS ]]; then
@@ -173,7 +173,7 @@ trap cleanup EXIT
 
 # --init reaps the daemons the demo and the tests leave behind, as a machine's init would;
 # /dev/shm as large as a machine's, not podman's 64 MB (Chromium uses it).
-RUN=(podman run -d --name "$CONTAINER" --init --network host --shm-size 1g -v "$GIT_DIR:/src:ro")
+RUN=(podman run -d --name "$CONTAINER" --init --network host --shm-size 1g -v "$SOURCE_GIT:/src:ro")
 LOCAL_CA=/usr/local/share/ca-certificates
 EXEC_ENV=()
 if [[ -n "$(find "$LOCAL_CA" -name '*.crt' 2>/dev/null | head -n1)" ]]; then
