@@ -5,7 +5,7 @@
 #   e.g. scripts/test.sh -k consul -x
 #
 # Steps, stopping at the first failure:
-#   1. system packages and test servers (haproxy, nginx, etcd, Consul)
+#   1. system packages and test servers (haproxy, nginx, etcd, Consul, Chromium)
 #   2. the virtualenv with the "test" extra
 #   3. ruff check (and its keyword-only-arguments rule), ruff format --check, mypy,
 #      lint-imports, pytest
