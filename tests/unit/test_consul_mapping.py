@@ -351,7 +351,9 @@ def test_a_kv_instance_wins_over_a_catalog_instance_with_the_same_key() -> None:
     [(0, 12, 12), (12, 12, 12), (12, 40, 40), (40, 3, 0), (40, 0, 0), (0, 1, 1)],
     ids=["first", "same", "forward", "backwards resets", "zero is never blocked on", "one"],
 )
-def test_the_next_index_blocks_on_what_was_found_unless_it_went_backwards(last_seen: int, found: int, index: int) -> None:
+def test_the_next_index_blocks_on_what_was_found_unless_it_went_backwards(
+    last_seen: int, found: int, index: int
+) -> None:
     assert next_index(last_seen, found) == index
 
 
