@@ -197,7 +197,9 @@ class Agents:
                 return await request(self._clients[used])
         except consul.exceptions.ACLPermissionDenied as error:
             raise AclRefusal(self._acl_message(what, needs, str(error), access=access)) from error
-        except consul.exceptions.ConsulException as error:
+        except (consul.exceptions.ConsulException, ValueError, RecursionError) as error:
+            # ValueError, RecursionError: an answer that is not JSON lbsync can read (an
+            # integer of thousands of digits, nesting deeper than Python's stack)
             raise Unavailable(
                 f"Consul at {address} failed {access.gerund} {what}: {error}"
             ) from error
@@ -313,9 +315,17 @@ class Agents:
             needs=f'key_prefix "{prefix}" read',
         )
         found, items = reply
-        if items is not None and not isinstance(items, list):
+        if items is not None and not (
+            isinstance(items, list) and all(isinstance(item, dict) for item in items)
+        ):
             raise Unavailable(f"Consul at {self.address}: unexpected KV answer for {prefix}")
-        pairs = [(str(item.get("Key", "")), item.get("Value")) for item in items or ()]
+        pairs = [
+            (
+                str(item.get("Key", "")),
+                value if isinstance(value := item.get("Value"), bytes) else None,
+            )
+            for item in items or ()
+        ]
         return _index(found), pairs
 
     async def check_kv_readable(self, prefix: str) -> None:

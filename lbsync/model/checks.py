@@ -21,6 +21,10 @@ TAG_RE: Final = re.compile(r"[!$%&*+,\-./0-9:<=>?@A-Z\[\]^_a-z|~]{1,256}")
 SCOPE_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 META_KEY_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
 MAX_META_VALUE: Final = 512
+# the tag charset without `$`: no space, quote, `#`, `;`, brace, backslash or `$` (nginx's
+# variables), so a value printed by any template cannot end, comment out or open a directive
+META_VALUE_RE: Final = re.compile(r"[!%&*+,\-./0-9:<=>?@A-Z\[\]^_a-z|~]{0,512}")
+SETTING_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,128}(/[A-Za-z0-9_.-]{1,128}){0,15}")
 MAX_INSTANCE_WEIGHT: Final = 65535
 
 
@@ -142,8 +146,28 @@ def meta_key(value: object, what: str = "meta key") -> str:
 
 
 def meta_value(value: object, what: str = "meta value") -> str:
-    """A metadata value: any printable text without control characters."""
-    text = _require_str(value, what)
-    if len(text) > MAX_META_VALUE or not text.isprintable():
-        raise CheckError(f"{what} must be printable text of at most {MAX_META_VALUE} characters")
-    return text
+    """A metadata value: up to 512 printable ASCII characters without spaces, quotes, `#`, `;`,
+    braces, backslashes or `$` (version numbers, commit ids, URLs fit)."""
+    return _fullmatch(
+        META_VALUE_RE,
+        value,
+        what,
+        shape=f"at most {MAX_META_VALUE} printable characters without spaces, quotes, "
+        "'#', ';', braces, backslashes or '$'",
+    )
+
+
+def setting_name(value: object, what: str = "setting name") -> str:
+    """A setting's name under `settings/`: letters, digits, `_`, `.`, `-`, and `/` between
+    parts."""
+    return _fullmatch(
+        SETTING_NAME_RE, value, what, shape="letters, digits, '_', '.' or '-', parts split by '/'"
+    )
+
+
+def free_text(value: str, what: str) -> str:
+    """Text that reaches templates as it is (a setting's strings): printable, so no line break
+    or other control character can start a new directive."""
+    if not value.isprintable():
+        raise CheckError(f"{what} holds a line break or another control character")
+    return value

@@ -15,13 +15,12 @@ Each refusal names its key, and one bad key never hides the others.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from lbsync.model import checks
 from lbsync.model.checks import ContractError
+from lbsync.model.jsonvalues import MAX_VALUE_BYTES, canonical_json, check_bounds, decode_json
 from lbsync.model.keys import is_contract_key
 
 __all__ = [
@@ -51,36 +50,6 @@ MAX_TAGS = 64
 MAX_META = 64
 MIN_CHECK_INTERVAL_MS = 100
 MAX_CHECK_INTERVAL_MS = 3_600_000
-
-
-def decode_json(text: str | bytes) -> object:
-    """Decode one JSON value, refusing NaN and Infinity (JSON has neither)."""
-
-    def refuse_constant(constant: str) -> object:
-        raise ContractError(f"not valid JSON: {constant} is not a JSON number")
-
-    def finite(number: str) -> float:
-        value = float(number)
-        if not math.isfinite(value):
-            raise ContractError(f"number {number} is too large")
-        return value
-
-    try:
-        return json.loads(text, parse_constant=refuse_constant, parse_float=finite)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ContractError(f"not valid JSON: {error}") from error
-    except RecursionError as error:
-        raise ContractError("not valid JSON: nested too deeply") from error
-
-
-def canonical_json(value: object) -> str:
-    """The one text of a JSON value: sorted keys, no spaces."""
-    try:
-        return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
-    except (TypeError, ValueError) as error:
-        raise ContractError(f"not a JSON value: {error}") from error
 
 
 def _object(value: object, what: str, allowed: Iterable[str]) -> dict[str, Any]:
@@ -203,15 +172,34 @@ def parse_instance(service: str, instance_id: str, value: object) -> Instance:
     )
 
 
+def _settled_text(value: object) -> None:
+    """Every string of a setting (keys too) is free text (`checks.free_text`); iterative, like
+    the bounds check it follows."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, str):
+            checks.free_text(current, "a string of the setting")
+        elif isinstance(current, dict):
+            stack.extend(current.keys())
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+
+
 def parse_entry(key: str, value: object) -> Entry | None:
     """The entry a relative key holds, None for a raw-only key; ContractError when invalid."""
     parts = key.split("/")
     if parts[0] == "settings":
         if len(parts) < 2 or not all(parts[1:]):
             raise ContractError("a setting needs a name: settings/<name>")
-        return Setting(key="/".join(parts[1:]), json_text=canonical_json(value))
+        name = checks.setting_name("/".join(parts[1:]))
+        check_bounds(value)
+        _settled_text(value)
+        return Setting(key=name, json_text=canonical_json(value))
     if parts[0] != "services":
         return None
+    check_bounds(value)
     service = checks.name(parts[1], "service name") if len(parts) > 1 else ""
     match parts[2:]:
         case ["route"]:
@@ -231,34 +219,68 @@ def parse_entry(key: str, value: object) -> Entry | None:
 Parsed = tuple[tuple[tuple[str, Entry], ...], tuple[tuple[str, Rejection], ...]]
 
 
+def parse_one(
+    key: str, value: object, *, decoded: bool, describe: Callable[[str], str]
+) -> Entry | Rejection | None:
+    """One key's entry (`value` JSON text unless `decoded`), None for a raw-only key, or the
+    refusal naming the key. Nothing else leaves it: a value that breaks anything the checks
+    did not foresee is refused too, since one key must never stop a source."""
+    try:
+        return parse_entry(key, value if decoded else decode_json(str(value)))
+    except ContractError as error:
+        return Rejection(where=describe(key), message=str(error))
+    except Exception as error:  # the bulkhead: refused and named, never raised
+        return Rejection(where=describe(key), message=f"cannot be read: {error!r:.200}")
+
+
+def _split(parsed: Iterable[tuple[str, Entry | Rejection | None]]) -> Parsed:
+    ordered = sorted(parsed, key=lambda pair: pair[0])
+    entries = tuple(
+        (key, r) for key, r in ordered if r is not None and not isinstance(r, Rejection)
+    )
+    rejected = tuple((key, r) for key, r in ordered if isinstance(r, Rejection))
+    return entries, rejected
+
+
 def parse_values(values: Mapping[str, object], *, describe: Callable[[str], str]) -> Parsed:
     """Parse decoded values by relative key; `describe` names a key in refusals."""
-    entries: list[tuple[str, Entry]] = []
-    rejected: list[tuple[str, Rejection]] = []
-    for key in sorted(values):
-        try:
-            entry = parse_entry(key, values[key])
-        except ContractError as error:
-            rejected.append((key, Rejection(where=describe(key), message=str(error))))
-            continue
-        if entry is not None:
-            entries.append((key, entry))
-    return tuple(entries), tuple(rejected)
+    return _split(
+        (key, parse_one(key, value, decoded=True, describe=describe))
+        for key, value in values.items()
+    )
+
+
+def decode_raw(
+    items: Iterable[tuple[str, bytes]], *, describe: Callable[[str], str]
+) -> tuple[dict[str, str], tuple[tuple[str, Rejection], ...]]:
+    """A store's keys (relative) and byte values as the text every later step reads, or refused
+    by name: a key with a control character or that is not UTF-8 (etcd keys are any bytes), a
+    value that is not UTF-8 or larger than `MAX_VALUE_BYTES`. Templates only ever see text."""
+    raw: dict[str, str] = {}
+    refused: list[tuple[str, Rejection]] = []
+    for key, value in items:
+        problem = None
+        if not key.isprintable():
+            problem = "the key holds a control character or bytes that are not UTF-8"
+        elif len(value) > MAX_VALUE_BYTES:
+            problem = f"a value of {len(value):,} bytes, more than {MAX_VALUE_BYTES:,}"
+        else:
+            try:
+                raw[key] = value.decode("utf-8")
+            except UnicodeDecodeError as error:
+                problem = f"not UTF-8 text: {error}"
+        if problem is not None:
+            refused.append((key, Rejection(where=describe(key), message=problem)))
+    return raw, tuple(refused)
 
 
 def parse_raw(raw: Mapping[str, str], *, describe: Callable[[str], str]) -> Parsed:
     """Decode and parse raw JSON texts by relative key (the KV stores' path)."""
-    decoded: dict[str, object] = {}
-    refused: list[tuple[str, Rejection]] = []
-    for key, text in raw.items():
-        if not is_contract_key(key):
-            continue
-        try:
-            decoded[key] = decode_json(text)
-        except ContractError as error:
-            refused.append((key, Rejection(where=describe(key), message=str(error))))
-    entries, rejected = parse_values(decoded, describe=describe)
-    return entries, tuple(sorted(rejected + tuple(refused), key=lambda pair: pair[0]))
+    return _split(
+        (key, parse_one(key, text, decoded=False, describe=describe))
+        for key, text in raw.items()
+        if is_contract_key(key)
+    )
 
 
 class ParseCache:
@@ -278,14 +300,6 @@ class ParseCache:
             if known is not None and known[0] == text:
                 parsed[key] = known
                 continue
-            try:
-                parsed[key] = (text, parse_entry(key, decode_json(text)))
-            except ContractError as error:
-                parsed[key] = (text, Rejection(where=describe(key), message=str(error)))
+            parsed[key] = (text, parse_one(key, text, decoded=False, describe=describe))
         self._parsed = parsed
-        ordered = sorted(parsed.items())
-        entries = tuple(
-            (key, r) for key, (_, r) in ordered if r is not None and not isinstance(r, Rejection)
-        )
-        rejected = tuple((key, r) for key, (_, r) in ordered if isinstance(r, Rejection))
-        return entries, rejected
+        return _split((key, result) for key, (_, result) in parsed.items())

@@ -26,7 +26,7 @@ from lbsync.kv.etcd.errors import (
     WatchIdle,
 )
 from lbsync.kv.etcd.messages import EventType
-from lbsync.model.contract import ParseCache
+from lbsync.model.contract import ParseCache, decode_raw
 from lbsync.model.values import Snapshot
 
 log = logging.getLogger("lbsync.etcd")
@@ -53,15 +53,18 @@ class EtcdSource:
 
     def snapshot(self, values: dict[str, bytes]) -> Snapshot:
         """The snapshot of the keys held (full keys -> values)."""
-        raw = {
-            key.removeprefix(self.prefix): value.decode("utf-8", errors="replace")
-            for key, value in values.items()
-        }
-        entries, rejected = self._parse_cache.parse(
-            raw, describe=lambda key: f"etcd key {self.prefix}{key}"
-        )
+
+        def describe(key: str) -> str:
+            return f"etcd key {self.prefix}{key}"
+
+        relative = ((key.removeprefix(self.prefix), value) for key, value in values.items())
+        raw, refused = decode_raw(relative, describe=describe)
+        entries, rejected = self._parse_cache.parse(raw, describe=describe)
         return Snapshot(
-            source=self.name, entries=entries, rejected=rejected, raw=tuple(sorted(raw.items()))
+            source=self.name,
+            entries=entries,
+            rejected=tuple(sorted(rejected + refused, key=lambda pair: pair[0])),
+            raw=tuple(sorted(raw.items())),
         )
 
     async def snapshots(self) -> AsyncIterator[Snapshot]:

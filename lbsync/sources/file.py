@@ -23,6 +23,7 @@ from lbsync.model.values import Rejection, Snapshot
 from lbsync.sources.filewatch import changes
 
 Problems = list[tuple[str, str]]
+MAX_FILE_BYTES = 16 << 20  # 10,000 instances take about 1 MiB
 
 
 def flatten(document: dict[str, Any]) -> tuple[dict[str, object], dict[str, str], Problems]:
@@ -62,11 +63,15 @@ def _flatten_services(
 
 
 def _flatten_kv(table: dict[str, Any], prefix: str, raw: dict[str, str]) -> None:
-    for key, value in table.items():
-        if isinstance(value, dict):
-            _flatten_kv(value, f"{prefix}{key}/", raw)
-        else:
-            raw[f"{prefix}{key}"] = value if isinstance(value, str) else _json_or_str(value)
+    """Nested tables become `/`-separated keys (iterative: any depth TOML parsed is fine)."""
+    pending = [(table, prefix)]
+    while pending:
+        current, base = pending.pop()
+        for key, value in current.items():
+            if isinstance(value, dict):
+                pending.append((value, f"{base}{key}/"))
+            else:
+                raw[f"{base}{key}"] = value if isinstance(value, str) else _json_or_str(value)
 
 
 def _json_or_str(value: object) -> str:
@@ -79,11 +84,20 @@ def _json_or_str(value: object) -> str:
 def read_snapshot(path: Path, *, source: str = "file") -> Snapshot:
     """Read and parse the services file into one snapshot (unusable when unreadable)."""
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return Snapshot(
+                source=source,
+                usable=False,
+                error=f"{path}: {size:,} bytes, more than {MAX_FILE_BYTES:,}",
+            )
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         return Snapshot(source=source, usable=False, error=f"{path}: cannot read: {error}")
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        return Snapshot(source=source, usable=False, error=f"{path}: not valid TOML: {error}")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        # ValueError: an integer of thousands of digits; RecursionError: tables nested too deep
+        reason = str(error) if not isinstance(error, RecursionError) else "nested too deeply"
+        return Snapshot(source=source, usable=False, error=f"{path}: not valid TOML: {reason}")
     values, raw, problems = flatten(document)
 
     def describe(key: str) -> str:

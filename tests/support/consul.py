@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 
 from lbsync.model.values import Snapshot
-from lbsync.sources.consul import ConsulSource
+from lbsync.sources import Source
 from support.ports import free_port
 from support.waiting import async_wait_until, wait_until
 
@@ -271,7 +271,7 @@ def running_agent(root: Path, *, acl: bool = False, tls: bool = False) -> Iterat
 class Follower:
     """Consumes a source's snapshots in a task; tests wait for the one they expect."""
 
-    def __init__(self, source: ConsulSource) -> None:
+    def __init__(self, source: Source) -> None:
         self.source = source
         self.seen: list[Snapshot] = []
         self._cursor = 0
@@ -326,7 +326,7 @@ class Follower:
 
 
 @contextlib.asynccontextmanager
-async def following(source: ConsulSource) -> AsyncIterator[Follower]:
+async def following(source: Source) -> AsyncIterator[Follower]:
     """Run a source for the duration of the block; its snapshots collected in order."""
     follower = Follower(source)
     follower.start()

@@ -66,7 +66,12 @@ def test_a_host_name_longer_than_253_characters_is_refused() -> None:
         pytest.param(checks.path, "/api/v1.2/%7Euser", "/a;b", id="path"),
         pytest.param(checks.tag, "version=1.4", 'a"b', id="tag"),
         pytest.param(checks.meta_key, "build_id-2", "a.b", id="meta key"),
-        pytest.param(checks.meta_value, "any text: # ; {}", "a\tb", id="meta value"),
+        pytest.param(checks.meta_value, "1.4.2+build.7", "a\tb", id="meta value"),
+        pytest.param(checks.meta_value, "https://ci.example/run/42", "a;b", id="meta value ;"),
+        pytest.param(checks.meta_value, "team=platform", "{a}", id="meta value braces"),
+        pytest.param(checks.meta_value, "v1", 'say "x"', id="meta value quotes"),
+        pytest.param(checks.meta_value, "x", "a # b", id="meta value comment"),
+        pytest.param(checks.setting_name, "limits/rps", "a\nb", id="setting name"),
     ],
 )
 def test_each_check_accepts_its_shape_and_refuses_others(

@@ -307,7 +307,8 @@ def test_a_kv_route_wins_over_the_tag_route_even_when_refused() -> None:
     snapshot = compose(source="consul:test", kv=view, catalog=CATALOG, services={})
     routes = {key: entry for key, entry in snapshot.entries if key.endswith("/route")}
     assert routes == {"services/shop/route": Route(service="shop", hosts=("kv.example.com",))}
-    assert [key for key, _ in snapshot.rejected] == ["services/api/route"]
+    # "bad name!" asks for a route by tag but its name is outside the contract: refused, named
+    assert [key for key, _ in snapshot.rejected] == ["services/api/route", "services/bad name!"]
 
 
 def test_tag_routes_are_emitted_where_kv_has_none() -> None:
@@ -336,6 +337,13 @@ def test_a_kv_instance_wins_over_a_catalog_instance_with_the_same_key() -> None:
     assert isinstance(web_1, Instance) and isinstance(web_2, Instance)
     assert (web_1.address, web_2.address) == ("10.1.1.1", "10.0.0.1")
     assert snapshot.rejected == (
+        (
+            "services/bad name!",
+            Rejection(
+                where="consul service bad name!",
+                message="the name must be letters, digits, '.', '_' or '-' (max 128); not exposed",
+            ),
+        ),
         (
             "services/shop/instances/web-1",
             Rejection(

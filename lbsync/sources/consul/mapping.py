@@ -28,8 +28,9 @@ from typing import Any, Final
 
 from lbsync.model import checks
 from lbsync.model.checks import ContractError
-from lbsync.model.contract import parse_instance, parse_raw, parse_route
+from lbsync.model.contract import decode_raw, parse_instance, parse_raw, parse_route
 from lbsync.model.keys import instance_key, route_key
+from lbsync.model.text import shown
 from lbsync.model.values import Entry, Health, Instance, Rejection, Route, Snapshot
 
 ROUTE_TAG: Final = "lbsync.route="
@@ -67,28 +68,24 @@ class ServiceView:
 def kv_view(items: Iterable[tuple[str, bytes | None]], *, prefix: str) -> KVView:
     """Map a recursive KV read (absolute key, value) to raw texts and contract entries.
 
-    Folder markers (keys ending in `/` with no value) are skipped; a value that is not UTF-8 is
-    refused by name (templates only ever see text).
+    Folder markers (keys ending in `/` with no value) are skipped; a key or value that is not
+    text is refused by name (`decode_raw`).
     """
-    raw: dict[str, str] = {}
-    refused: list[tuple[str, Rejection]] = []
-    for key, value in items:
-        if not key.startswith(prefix):
-            continue
-        relative = key[len(prefix) :]
-        if not relative or (relative.endswith("/") and not value):
-            continue
-        try:
-            raw[relative] = (value or b"").decode("utf-8")
-        except UnicodeDecodeError as error:
-            refused.append(
-                (relative, Rejection(where=f"consul key {key}", message=f"not UTF-8 text: {error}"))
-            )
-    entries, rejected = parse_raw(raw, describe=lambda relative: f"consul key {prefix}{relative}")
+
+    def describe(relative: str) -> str:
+        return f"consul key {prefix}{relative}"
+
+    relative_items = [
+        (key[len(prefix) :], value or b"")
+        for key, value in items
+        if key.startswith(prefix) and key[len(prefix) :] and not (key.endswith("/") and not value)
+    ]
+    raw, refused = decode_raw(relative_items, describe=describe)
+    entries, rejected = parse_raw(raw, describe=describe)
     return KVView(
         raw=tuple(sorted(raw.items())),
         entries=entries,
-        rejected=tuple(sorted(rejected + tuple(refused), key=lambda pair: pair[0])),
+        rejected=tuple(sorted(rejected + refused, key=lambda pair: pair[0])),
     )
 
 
@@ -147,21 +144,33 @@ def _kept_meta(
     return kept
 
 
+def _table(value: object) -> Mapping[str, Any]:
+    """A part of Consul's answer that should be an object ({} when it is not)."""
+    return value if isinstance(value, dict) else {}
+
+
 def service_view(service: str, nodes: Sequence[Mapping[str, Any]]) -> ServiceView:
-    """Map one service's health-endpoint items to instance entries, refusing bad ones by name."""
-    ids = Counter(str((item.get("Service") or {}).get("ID") or "") for item in nodes)
+    """Map one service's health-endpoint items to instance entries, refusing bad ones by name.
+
+    Consul's answers are input like any other: a part of the wrong shape refuses its instance,
+    and whatever an item holds, no exception leaves this function."""
+    ids = Counter(str(_table(_table(item).get("Service")).get("ID") or "") for item in nodes)
     entries: dict[str, Instance] = {}
     rejected: list[tuple[str, Rejection]] = []
     for item in nodes:
-        node = item.get("Node") or {}
-        registration = item.get("Service") or {}
+        node = _table(_table(item).get("Node"))
+        registration = _table(_table(item).get("Service"))
         service_id = str(registration.get("ID") or "")
         raw_id = f"{node.get('Node')}:{service_id}" if ids[service_id] > 1 else service_id
         key = instance_key(service, raw_id)
         where = f"consul service {service} instance {_printable_id(raw_id)}"
         try:
             instance_id = checks.instance_id(raw_id)
-            health = instance_health(item.get("Checks") or (), service_id)
+            checks_found = item.get("Checks")
+            health = instance_health(
+                [_table(one) for one in checks_found] if isinstance(checks_found, list) else [],
+                service_id,
+            )
             instance = parse_instance(
                 service,
                 instance_id,
@@ -180,6 +189,9 @@ def service_view(service: str, nodes: Sequence[Mapping[str, Any]]) -> ServiceVie
             )
         except ContractError as error:
             rejected.append((key, Rejection(where=where, message=str(error))))
+            continue
+        except Exception as error:  # the bulkhead: refused and named, never raised
+            rejected.append((key, Rejection(where=where, message=f"cannot be read: {error!r}")))
             continue
         entries[key] = instance
     return ServiceView(
@@ -258,6 +270,17 @@ def compose(
     routed_in_kv = kv_routed(kv)
     for service in sorted(set(catalog) - routed_in_kv):
         if checks.NAME_RE.fullmatch(service) is None:
+            if any(tag.startswith(ROUTE_TAG) for tag in catalog[service]):  # meant for lbsync
+                rejected.append(
+                    (
+                        f"services/{shown(service, 128)}",
+                        Rejection(
+                            where=f"consul service {service}",
+                            message="the name must be letters, digits, '.', '_' or '-' "
+                            "(max 128); not exposed",
+                        ),
+                    )
+                )
             continue
         try:
             route = tag_route(service, catalog[service])

@@ -1,0 +1,109 @@
+"""JSON values at the boundary: decoded, bounded, and written one way.
+
+Every value a source hands the contract passes `check_bounds` first, so nothing later can fail
+on it (a value that did would end the daemon's task group):
+- text of at most `MAX_VALUE_BYTES` (etcd takes 1.5 MiB per request, Consul 512 KiB per value);
+- integers of at most `MAX_INTEGER_DIGITS` digits: Python refuses to convert 4,300 digits with
+  a plain ValueError, and no weight, port or share needs more than a few;
+- finite numbers in JSON text (JSON has no NaN or Infinity; a TOML `inf` is refused by the
+  field that holds it, with the field's name);
+- nesting at most `MAX_DEPTH` deep: `json` and the templates recurse, and about 980 levels
+  exhaust Python's stack;
+- at most `MAX_ITEMS` items and `MAX_VALUE_BYTES` characters of text in all, so one value
+  cannot make a cycle slow;
+- only JSON's types (a TOML date is not one).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Final
+
+from lbsync.model.checks import ContractError
+
+MAX_VALUE_BYTES: Final = 1 << 20
+MAX_INTEGER_DIGITS: Final = 32
+MAX_DEPTH: Final = 32
+MAX_ITEMS: Final = 10_000
+_LARGEST: Final = 10**MAX_INTEGER_DIGITS
+
+
+def _integer(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise ContractError(f"number of {len(text)} digits is too large")
+    return int(text)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ContractError(f"number {text[:40]} is too large")
+    return value
+
+
+def _refuse_constant(constant: str) -> object:
+    raise ContractError(f"not valid JSON: {constant} is not a JSON number")
+
+
+def check_bounds(value: object) -> None:
+    """ContractError when a decoded value is deeper, larger or of another type than allowed.
+
+    Iterative on purpose: the check itself must not recurse into what it refuses."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    items = 0
+    text = 0
+    while stack:
+        current, depth = stack.pop()
+        items += 1
+        if depth > MAX_DEPTH:
+            raise ContractError(f"nested more than {MAX_DEPTH} levels deep")
+        if items > MAX_ITEMS:
+            raise ContractError(f"more than {MAX_ITEMS} items")
+        if isinstance(current, dict):
+            if not all(isinstance(key, str) for key in current):
+                raise ContractError("an object key is not a string")
+            text += sum(len(key) for key in current)
+            stack.extend((item, depth + 1) for item in current.values())
+        elif isinstance(current, list):
+            stack.extend((item, depth + 1) for item in current)
+        elif isinstance(current, str):
+            text += len(current)
+            if text > MAX_VALUE_BYTES:
+                raise ContractError(f"more than {MAX_VALUE_BYTES:,} characters of text")
+        elif isinstance(current, bool | float) or current is None:
+            continue  # a float that is not finite is refused by the field that holds it
+        elif isinstance(current, int):
+            if not -_LARGEST < current < _LARGEST:
+                raise ContractError(f"number of more than {MAX_INTEGER_DIGITS} digits")
+        else:
+            raise ContractError(f"not a JSON value: {type(current).__name__}")
+
+
+def decode_json(text: str | bytes) -> object:
+    """Decode one JSON value within the bounds above; ContractError says what is wrong."""
+    if len(text) > MAX_VALUE_BYTES:
+        raise ContractError(f"a value of {len(text):,} bytes, more than {MAX_VALUE_BYTES:,}")
+    try:
+        value = json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite, parse_int=_integer
+        )
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ContractError(f"not valid JSON: {error}") from error
+    except RecursionError as error:
+        raise ContractError(f"nested more than {MAX_DEPTH} levels deep") from error
+    except ValueError as error:  # what the number parsers raise beyond their limits
+        raise ContractError(f"not valid JSON: {error}") from error
+    check_bounds(value)
+    return value
+
+
+def canonical_json(value: object) -> str:
+    """The one text of a JSON value: sorted keys, no spaces (after `check_bounds`)."""
+    check_bounds(value)
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError, RecursionError) as error:
+        raise ContractError(f"not a JSON value: {error}") from error
