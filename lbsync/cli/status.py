@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from lbsync.config import parse_listen
+from lbsync.model.text import shown
 
 JSON = dict[str, Any]
 
@@ -127,7 +128,8 @@ def format_status(document: JSON, url: str) -> str:
     lines += [f"  {r['target']}: {r['error']}" for r in document["targets"] if r["error"]]
     if document["rejected"]:
         lines += ["", "REFUSED"] + [f"  {r['where']}: {r['message']}" for r in document["rejected"]]
-    return "\n".join(lines) + "\n"
+    # the document comes over HTTP: no text in it may add a line or drive the terminal
+    return "\n".join(shown(line, limit=None) for line in lines) + "\n"
 
 
 def _rollout_line(rollout: JSON, now: float) -> str:

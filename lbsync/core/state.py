@@ -167,13 +167,38 @@ def _without_conflicts(specs: tuple[ServiceSpec, ...]) -> tuple[list[ServiceSpec
     return kept, refused
 
 
+def _without_case_clashes(
+    specs: tuple[ServiceSpec, ...],
+) -> tuple[tuple[ServiceSpec, ...], list[Rejection]]:
+    """Drop a service whose name differs from an earlier one (by name) only in case: nginx
+    compares upstream names without case, so `Web` and `web` would make it refuse every file."""
+    seen: dict[str, str] = {}
+    kept: list[ServiceSpec] = []
+    refused: list[Rejection] = []
+    for spec in specs:
+        folded = spec.name.casefold()
+        if folded in seen:
+            refused.append(
+                Rejection(
+                    where=f"services/{spec.name}",
+                    message=f"differs from service {seen[folded]} only in case (nginx upstream "
+                    "names ignore case); not used",
+                )
+            )
+            continue
+        seen[folded] = spec.name
+        kept.append(spec)
+    return tuple(kept), refused
+
+
 def build(catalog: Catalog, mode: HealthMode = HealthMode.PASSING) -> DesiredState:
     """The desired state of a catalog under a health mode."""
-    specs, conflicts = _without_conflicts(catalog.services)
+    distinct, clashes = _without_case_clashes(catalog.services)
+    specs, conflicts = _without_conflicts(distinct)
     return DesiredState(
         services=tuple(_service_state(spec, mode) for spec in specs),
         settings=catalog.settings,
         raw=catalog.raw,
-        rejected=catalog.rejected + tuple(conflicts),
+        rejected=catalog.rejected + tuple(clashes) + tuple(conflicts),
         health_mode=mode,
     )

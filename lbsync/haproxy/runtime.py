@@ -48,6 +48,20 @@ class RuntimeFailed(RuntimeApiError):
     """Commands were sent but HAProxy does not run what the file says (or refused them)."""
 
 
+class UnsafeCommand(RuntimeFailed):
+    """A command would carry `;`, a line break or another control character: the master CLI
+    would read more than one command from it. Nothing is sent."""
+
+
+def command(*words: str) -> str:
+    """One runtime API command from its words, refused when a word could end it or start
+    another (`;` separates commands on a line, a line break sends the line)."""
+    for word in words:
+        if ";" in word or not word.isprintable() or not word.strip():
+            raise UnsafeCommand(f"refusing to send a runtime command with {word!r}")
+    return " ".join(words)
+
+
 @dataclass(frozen=True)
 class ServerReading:
     """One server as `show servers state` reports it."""
@@ -74,16 +88,16 @@ def commands(operation: Operation) -> list[str]:
     where = f"{operation.backend}/{operation.server}"
     match operation:
         case SetWeight(weight=weight):
-            return [f"set server {where} weight {weight}"]
+            return [command("set server", where, "weight", str(weight))]
         case AddServer(arguments=arguments, checked=checked):
-            health = [f"enable health {where}"] if checked else []
+            health = [command("enable health", where)] if checked else []
             return [
-                f"add server {where} {' '.join(arguments)}",
+                command("add server", where, *arguments),
                 *health,
-                f"set server {where} state ready",
+                command("set server", where, "state ready"),
             ]
         case DelServer():
-            return [f"set server {where} state maint", f"del server {where}"]
+            return [command("set server", where, "state maint"), command("del server", where)]
 
 
 def _remove_again(backend: str, server: str) -> list[str]:
@@ -92,9 +106,9 @@ def _remove_again(backend: str, server: str) -> list[str]:
     (still no new request) and entering it again closes them."""
     where = f"{backend}/{server}"
     return [
-        f"set server {where} state drain",
-        f"set server {where} state maint",
-        f"del server {where}",
+        command("set server", where, "state drain"),
+        command("set server", where, "state maint"),
+        command("del server", where),
     ]
 
 
@@ -222,7 +236,7 @@ class RuntimeApi:
         """The servers of some backends (all when None) as the current worker reports them."""
         if backends is None:
             return parse_servers_state(await self.run(["show servers state"], first=False))
-        lines = [f"show servers state {name}" for name in backends]
+        lines = [command("show servers state", name) for name in backends]
         return parse_servers_state(await self.run(lines, first=False))
 
     async def apply(
@@ -239,7 +253,7 @@ class RuntimeApi:
         touched |= {backend for backend, _ in lingering}
         wanted = [backend for backend in layout.backends if backend.name in touched]
         # the read-back rides on the same connection, after the commands
-        lines += [f"show servers state {backend.name}" for backend in wanted]
+        lines += [command("show servers state", backend.name) for backend in wanted]
         answers = await self.run(lines) if lines else ""
         result = check(wanted, parse_servers_state(answers))
         if result.problems:
@@ -268,9 +282,9 @@ class RuntimeApi:
                     continue
                 where = f"{backend.name}/{line.name}"
                 if line.weight is not None and reading.weight != line.weight:
-                    lines.append(f"set server {where} weight {line.weight}")
+                    lines.append(command("set server", where, "weight", str(line.weight)))
                 if reading.admin & (FORCED_MAINTENANCE | FORCED_DRAIN):
-                    lines.append(f"set server {where} state ready")
+                    lines.append(command("set server", where, "state ready"))
         if not first.problems:
             return Applied(0, first.lingering, time.monotonic() - started)
         await self.run(lines, first=False)

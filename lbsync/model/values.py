@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from lbsync.model.text import shown
+
 
 class Health(StrEnum):
     """An instance's health as a source reports it, worst last."""
@@ -123,10 +125,17 @@ Entry = Route | Split | Instance | Setting
 
 @dataclass(frozen=True)
 class Rejection:
-    """A value that was refused, with the place it came from (file entry or KV key) named."""
+    """A value that was refused, with the place it came from (file entry or KV key) named.
+
+    Both texts may carry what an untrusted writer chose (a key name, an unknown field): they
+    are made safe to show (`text.shown`) once, here, for every log, terminal and template."""
 
     where: str
     message: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "where", shown(self.where))
+        object.__setattr__(self, "message", shown(self.message))
 
     def __str__(self) -> str:
         return f"{self.where}: {self.message}"
@@ -147,6 +156,10 @@ class Snapshot:
     raw: tuple[tuple[str, str], ...] = ()
     usable: bool = True
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.error is not None:  # a store's answer may be in it: safe to log and show
+            object.__setattr__(self, "error", shown(self.error))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import jinja2.sandbox
 
 from lbsync import __version__
 from lbsync.core.state import DesiredState, ServiceState
+from lbsync.model.text import shown
 
 CONTEXT_VERSION = 1
 
@@ -101,13 +102,32 @@ def virtual_hosts(state: DesiredState) -> tuple[VirtualHost, ...]:
 
 
 class KvView:
-    """Read-only access to the raw keys below the prefix, as confd's `getv` / `ls`."""
+    """Read-only access to the raw keys below the prefix, as confd's `getv` / `ls`.
+
+    Raw values are free text nobody checked, so `get` hands a template only text that cannot
+    start a new line (or any other control character): printed anywhere, it cannot add a
+    directive. A template that means a multi-line value (a PEM for a generic target) asks for
+    it by name with `multiline`."""
 
     def __init__(self, raw: tuple[tuple[str, str], ...]) -> None:
         self._raw = dict(raw)
 
     def get(self, key: str, default: str | None = None) -> str | None:
-        """The raw value of one key (relative to the prefix), or the default."""
+        """The raw value of one key (relative to the prefix), or the default; RenderError when
+        the value holds a line break or another control character."""
+        value = self._raw.get(key.strip("/"))
+        if value is None:
+            return default
+        if not value.isprintable():
+            raise RenderError(
+                f"kv key {shown(key)} holds a line break or another control character; "
+                "a template prints it only with kv.multiline"
+            )
+        return value
+
+    def multiline(self, key: str, default: str | None = None) -> str | None:
+        """The raw value of one key as it is, line breaks included: for templates that mean
+        it (a certificate, a whole snippet)."""
         return self._raw.get(key.strip("/"), default)
 
     def ls(self, prefix: str = "") -> list[str]:
@@ -162,6 +182,8 @@ def load_template(path: Path) -> jinja2.Template:
         raise RenderError(f"{path}: template not found") from error
     except OSError as error:
         raise RenderError(f"{path}: cannot read template: {error}") from error
+    except UnicodeDecodeError as error:
+        raise RenderError(f"{path}: the template is not UTF-8 text: {error}") from error
 
 
 def render(state: DesiredState, template: jinja2.Template, variables: Mapping[str, Any]) -> str:
@@ -170,5 +192,5 @@ def render(state: DesiredState, template: jinja2.Template, variables: Mapping[st
         return template.render(context(state, variables))
     except jinja2.TemplateError as error:
         raise RenderError(f"{template.filename}: template error: {error}") from error
-    except (TypeError, ValueError, AttributeError, KeyError, ZeroDivisionError) as error:
+    except Exception as error:  # a template is code: whatever it raises is its own error
         raise RenderError(f"{template.filename}: template error: {error!r}") from error
