@@ -37,10 +37,22 @@ class ProcTable:
     reloads: int
     failed: int
     workers: tuple[int, ...]
+    # seconds each current worker has run (`show proc` counts whole seconds)
+    uptimes: tuple[int, ...] = ()
 
 
 _MASTER_LINE = re.compile(r"^(\d+)\s+master\s+(\d+)\s+\[failed:\s*(\d+)\]", re.MULTILINE)
-_WORKER_LINE = re.compile(r"^(\d+)\s+worker\s", re.MULTILINE)
+_WORKER_LINE = re.compile(r"^(\d+)\s+worker\s+\d+\s+(\S+)", re.MULTILINE)
+_UPTIME = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_uptime(text: str) -> int:
+    """`0d00h01m25s` as seconds; ReloadRefused for anything else."""
+    match = _UPTIME.fullmatch(text)
+    if match is None or not text:
+        raise ReloadRefused(f"unexpected uptime in `show proc`: {text!r}")
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
 def parse_show_proc(text: str) -> ProcTable:
@@ -48,13 +60,22 @@ def parse_show_proc(text: str) -> ProcTable:
     master = _MASTER_LINE.search(text)
     if master is None:
         raise ReloadRefused(f"unexpected `show proc` answer: {text[:200]!r}")
-    current = text.split("# old workers", 1)[0]
+    current = _WORKER_LINE.findall(text.split("# old workers", 1)[0])
     return ProcTable(
         master=int(master.group(1)),
         reloads=int(master.group(2)),
         failed=int(master.group(3)),
-        workers=tuple(int(pid) for pid in _WORKER_LINE.findall(current)),
+        workers=tuple(int(pid) for pid, _ in current),
+        uptimes=tuple(parse_uptime(uptime) for _, uptime in current),
     )
+
+
+async def proc_table(socket: Path) -> ProcTable:
+    """`show proc` once; MasterUnreachable when nothing answers."""
+    try:
+        return parse_show_proc(await master_cli(socket, "show proc"))
+    except (OSError, TimeoutError) as error:
+        raise MasterUnreachable(f"master CLI {socket} unreachable: {error}") from error
 
 
 async def _show_proc(socket: Path, deadline: float) -> ProcTable:

@@ -14,19 +14,28 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from dataclasses import dataclass, field
 
 from lbsync.config import TargetConfig
 from lbsync.core.state import DesiredState
 from lbsync.haproxy import layout
-from lbsync.haproxy.runtime import RuntimeApi, RuntimeFailed, RuntimeUnavailable, ServerKey
-from lbsync.pipeline import fsio, validate
+from lbsync.haproxy.runtime import (
+    RuntimeApi,
+    RuntimeFailed,
+    RuntimeUnavailable,
+    ServerKey,
+    check,
+)
+from lbsync.pipeline import fsio, startup, validate
 from lbsync.pipeline.decision import Decision, Plan, Running, decide
 from lbsync.pipeline.reload import Reloaded, ReloadFailed, ReloadUnavailable, reload
 from lbsync.pipeline.render import RenderError, render
 from lbsync.pipeline.report import ApplyReport, Outcome
 from lbsync.pipeline.templates import Compiled, compiled
+
+log = logging.getLogger("lbsync")
 
 
 @dataclass(frozen=True)
@@ -98,9 +107,8 @@ class TargetRunner:
         self.config = config
         socket = config.reload.socket
         self.runtime = RuntimeApi(socket) if config.runtime and socket is not None else None
-        on_disk = fsio.read_or_none(config.dest)
-        # At start the file on disk is taken to be what runs, but not as validated.
-        self.proxy = Proxy(None if on_disk is None else Running(on_disk, self._layout(on_disk)))
+        # None until the first cycle asks the proxy what it runs (`startup.py`)
+        self.proxy: Proxy | None = None
         self._lock = asyncio.Lock()
         self._compiled: Compiled | None = None
 
@@ -121,8 +129,38 @@ class TargetRunner:
     async def apply(self, state: DesiredState) -> ApplyReport:
         """Bring the destination and the proxy to the desired state, or report why not."""
         async with self._lock:
-            report, self.proxy = await self._apply(state, self.proxy, _Cycle(self.config.name))
+            proxy = self.proxy if self.proxy is not None else await self._found_at_start()
+            report, self.proxy = await self._apply(state, proxy, _Cycle(self.config.name))
             return report
+
+    async def _found_at_start(self) -> Proxy:
+        """What the proxy runs when lbsync starts: the file on disk (not as validated) if the
+        proxy's workers started after it was written and, with a runtime API, its servers
+        read back equal the file's; else nothing is assumed and the first cycle reloads."""
+        dest = self.config.dest
+        try:
+            on_disk, written_at = dest.read_bytes(), dest.stat().st_mtime
+        except OSError:
+            return Proxy(None)
+        if not await startup.loaded(self.config.reload, written_at):
+            log.info("%s: %s is newer than what its proxy runs; reloading", self.config.name, dest)
+            return Proxy(None)
+        layout_on_disk = self._layout(on_disk)
+        if self.runtime is None or layout_on_disk is None:
+            return Proxy(Running(on_disk, layout_on_disk))
+        try:
+            seen = check(layout_on_disk.backends, await self.runtime.servers(None))
+        except (RuntimeFailed, RuntimeUnavailable):
+            return Proxy(None)
+        if seen.problems:
+            log.info(
+                "%s: HAProxy's servers differ from %s (%s); reloading",
+                self.config.name,
+                dest,
+                seen.problems[0],
+            )
+            return Proxy(None)
+        return Proxy(Running(on_disk, layout_on_disk), seen.lingering)
 
     async def _apply(
         self, state: DesiredState, proxy: Proxy, cycle: _Cycle
@@ -223,8 +261,7 @@ class TargetRunner:
             cycle.lap("reload", mark)
             message = f"{prefix}{error}"
             if decision.write:
-                fsio.restore(self.config.dest, on_disk, self.config.mode)
-                message += f"; previous {self.config.dest.name} restored"
+                message += "; " + self._restored(on_disk)
             report = cycle.report(Outcome.RELOAD_FAILED, decision.plan, error=message)
             return report, proxy
         mark = cycle.lap("reload", mark)
@@ -245,6 +282,16 @@ class TargetRunner:
                 detail += f"; {converged.commands} runtime corrections after the reload"
         outcome = Outcome.APPLIED if isinstance(reloaded, Reloaded) else Outcome.WRITTEN
         return cycle.report(outcome, decision.plan, detail=detail or None), loaded
+
+    def _restored(self, previous: bytes | None) -> str:
+        """Put the file the proxy still runs back on disk; say whether that worked (a full or
+        read-only disk leaves the refused file, and the next cycle tries again)."""
+        dest = self.config.dest
+        try:
+            fsio.restore(dest, previous, self.config.mode)
+        except OSError as error:
+            return f"previous {dest.name} could not be restored ({error}); the refused file stays"
+        return f"previous {dest.name} restored"
 
     async def _validate_and_write(
         self, rendered: bytes, on_disk: bytes | None, *, decision: Decision, cycle: _Cycle

@@ -17,7 +17,7 @@ import signal as signals
 from dataclasses import dataclass
 from pathlib import Path
 
-from lbsync.common import processes
+from lbsync.common import processes, procinfo
 from lbsync.config import ReloadConfig, ReloadMethod
 from lbsync.haproxy import master
 from lbsync.pipeline import fsio
@@ -76,18 +76,6 @@ async def reload_master_cli(socket: Path, timeout: float, state_file: Path | Non
     )
 
 
-def _children(pid: int) -> set[int]:
-    """The child processes of a pid (the proxy's workers)."""
-    children: set[int] = set()
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            text = (task / "children").read_text()
-            children.update(int(child) for child in text.split())
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return children
-
-
 async def reload_signal(pidfile: Path, signal_name: str, timeout: float) -> Reloaded:
     """Signal the master in a pidfile, then wait until it has forked a new worker."""
     loop = asyncio.get_running_loop()
@@ -95,12 +83,12 @@ async def reload_signal(pidfile: Path, signal_name: str, timeout: float) -> Relo
     try:
         pid = int(pidfile.read_text().split()[0])
         number = signals.Signals[f"SIG{signal_name}"]
-        before = _children(pid)
+        before = procinfo.children(pid)
         os.kill(pid, number)
     except (OSError, ValueError, IndexError, KeyError) as error:
         raise ReloadUnavailable(f"cannot signal the process in {pidfile}: {error}") from error
     while loop.time() - started < timeout:
-        fresh = _children(pid) - before
+        fresh = procinfo.children(pid) - before
         if fresh:
             return Reloaded(
                 method=ReloadMethod.SIGNAL,
