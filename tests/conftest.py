@@ -7,14 +7,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support.etcd import EtcdServer
+from support.etcd import PROGRESS_EVERY_SECOND, EtcdServer
 from support.ports import free_port
 from support.processes import Backends, HAProxy, Nginx
 from support.site import Site
 
 from lbsync.kv.etcd import EtcdClient
-
-ETCD_PROGRESS = ("--experimental-watch-progress-notify-interval", "1s")
 
 
 def _require(binary: str) -> None:
@@ -41,7 +39,7 @@ def backends() -> Iterator[Callable[..., Backends]]:
 @pytest.fixture
 def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
     """A real etcd of this test's own, with progress notifications every second."""
-    server = EtcdServer(root=tmp_path / "etcd", extra_args=ETCD_PROGRESS)
+    server = EtcdServer(root=tmp_path / "etcd", extra_args=PROGRESS_EVERY_SECOND)
     server.start()
     yield server
     server.stop()

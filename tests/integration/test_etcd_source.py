@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ETCD_PROGRESS
-from support.etcd import EtcdServer, b64, make_tls_files
+from support.etcd import PROGRESS_EVERY_SECOND, EtcdServer, b64, make_tls_files
 from support.processes import Backends, HAProxy
 from support.site import Site, running_daemon, until_live
 from support.traffic import tally
@@ -26,7 +25,7 @@ from lbsync.kv.etcd import EtcdClient
 from lbsync.sources.etcd import EtcdSource
 
 HOST = "shop.example.com"
-PROGRESS = ETCD_PROGRESS
+PROGRESS = PROGRESS_EVERY_SECOND
 USER, PASSWORD = "lbsync", "lbsync-secret"
 
 

@@ -45,11 +45,14 @@ def consul_binary() -> str | None:
 
 @dataclass
 class ConsulAgent:
-    """One `consul agent -dev` in a temporary directory; optionally with default-deny ACLs."""
+    """One `consul agent -dev` in a temporary directory; optionally with default-deny ACLs, or
+    `persistent`: a one-server cluster keeping its data in `root/data` across restarts (a dev
+    agent restarted has forgotten everything, a real one has not)."""
 
     root: Path
     acl: bool = False
     tls: bool = False
+    persistent: bool = False
     node: str = "node-a"
     ports: dict[str, int] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
@@ -100,6 +103,8 @@ class ConsulAgent:
         if binary is None:
             raise AssertionError("consul is not installed: run scripts/install-system.sh")
         hcl = ["disable_update_check = true"]
+        if self.persistent:  # Raft's production timings: a restarted server elects itself fast
+            hcl.append("performance { raft_multiplier = 1 }")
         if self.tls:
             self._make_certificates(binary)
             hcl += [
@@ -114,7 +119,12 @@ class ConsulAgent:
                 'acl { enabled = true, default_policy = "deny", '
                 f'tokens {{ master = "{MASTER_TOKEN}", agent = "{MASTER_TOKEN}" }} }}'
             )
-        argv = [binary, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1"]
+        mode = (
+            ["-server", "-bootstrap-expect", "1", "-data-dir", str(self.root / "data")]
+            if self.persistent
+            else ["-dev"]
+        )
+        argv = [binary, "agent", *mode, "-bind", "127.0.0.1", "-client", "127.0.0.1"]
         argv += ["-node", self.node, "-log-level", "warn", "-grpc-port", "-1"]
         argv += ["-http-port", str(self.ports["http"]), "-dns-port", str(self.ports["dns"])]
         argv += ["-server-port", str(self.ports["server"])]
@@ -199,16 +209,19 @@ class ConsulAgent:
         weights: dict[str, int] | None = None,
         meta: dict[str, str] | None = None,
         status: str = "passing",
+        ttl_check: bool = True,
     ) -> None:
-        """Register on this agent with a TTL check (`service:<id>`) in the given state."""
+        """Register on this agent with a TTL check (`service:<id>`) in the given state, or with
+        no check of its own (its health is then the node's)."""
         body: dict[str, Any] = {
             "Name": service,
             "ID": service_id,
             "Port": port,
             "Tags": list(tags),
             "Address": address,
-            "Check": {"TTL": "10m", "Status": status},
         }
+        if ttl_check:
+            body["Check"] = {"TTL": "10m", "Status": status}
         if weights is not None:
             body["Weights"] = weights
         if meta is not None:
