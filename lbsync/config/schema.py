@@ -91,7 +91,7 @@ class EtcdSourceConfig:
     endpoints: tuple[str, ...]  # normalised by `endpoints.normalise`
     prefix: str = "lbsync/"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # a repr may end up in a log
     tls: TlsFiles = field(default_factory=TlsFiles)
     request_timeout: float = 5.0
     idle_timeout: float = 30.0
@@ -103,7 +103,7 @@ class ConsulSourceConfig:
 
     addresses: tuple[str, ...]  # normalised by `endpoints.normalise`
     prefix: str = "lbsync/"
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # a repr may end up in a log
     datacenter: str | None = None
     tls: TlsFiles = field(default_factory=TlsFiles)
     wait: float = 30.0
