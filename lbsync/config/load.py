@@ -16,7 +16,7 @@ from lbsync.config.listen import parse_listen
 from lbsync.config.reader import Reader
 from lbsync.config.schema import Config, ConfigError, TargetConfig
 from lbsync.config.sources import consul_source, etcd_source, file_source
-from lbsync.config.targets import target
+from lbsync.config.targets import check_run_dirs, target
 from lbsync.model.values import HealthMode
 
 DEFAULT_LISTEN = "127.0.0.1:9180"
@@ -46,6 +46,7 @@ def _targets(root: Reader) -> tuple[TargetConfig, ...]:
     dests = [each.dest for each in targets]
     if len(set(dests)) != len(dests):
         raise ConfigError("target: two targets write the same dest")
+    check_run_dirs(targets)
     return tuple(targets)
 
 
