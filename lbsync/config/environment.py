@@ -38,6 +38,8 @@ KNOWN_PATHS: Final = (
     ("apply", "min_wait"),
     ("apply", "max_wait"),
     ("api", "listen"),
+    ("api", "token_file"),
+    ("api", "open"),
 )
 SECRETS: Final = frozenset({("source", "etcd", "password"), ("source", "consul", "token")})
 

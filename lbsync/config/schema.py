@@ -113,6 +113,17 @@ SourceConfig = FileSourceConfig | EtcdSourceConfig | ConsulSourceConfig
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    """The status API: where it listens ("" for nowhere) and who may read it."""
+
+    listen: str = "127.0.0.1:9180"
+    # every route but the probes needs `Authorization: Bearer <token>`
+    token: str | None = field(default=None, repr=False)
+    # beyond loopback without a token, on purpose (logged as a warning at start)
+    open: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -125,4 +136,4 @@ class Config:
     health_mode: HealthMode = HealthMode.PASSING
     min_wait: float = 0.2
     max_wait: float = 2.0
-    api_listen: str = "127.0.0.1:9180"
+    api: ApiConfig = field(default_factory=ApiConfig)

@@ -59,7 +59,7 @@ def test_a_minimal_file_gets_haproxy_defaults(tmp_path: Path) -> None:
     assert loaded.file_source is not None
     assert loaded.file_source.path == tmp_path / "services.toml"
     assert (loaded.min_wait, loaded.max_wait) == (0.2, 2.0)
-    assert (loaded.health_mode, loaded.api_listen) == (HealthMode.PASSING, "127.0.0.1:9180")
+    assert (loaded.health_mode, loaded.api.listen) == (HealthMode.PASSING, "127.0.0.1:9180")
 
 
 def test_an_nginx_target_gets_its_own_template_validator_and_vars(tmp_path: Path) -> None:
@@ -256,7 +256,7 @@ def test_environment_overrides_apply_and_source_settings(tmp_path: Path) -> None
     assert (loaded.min_wait, loaded.max_wait) == (0.5, 5.0)
     assert loaded.file_source is not None
     assert loaded.file_source.path == Path("/srv/services.toml")
-    assert (loaded.health_mode, loaded.api_listen) == (HealthMode.WARNING, "127.0.0.1:9999")
+    assert (loaded.health_mode, loaded.api.listen) == (HealthMode.WARNING, "127.0.0.1:9999")
 
 
 def test_environment_overrides_a_named_targets_dest_and_vars(tmp_path: Path) -> None:
