@@ -23,9 +23,10 @@ USER lbsync
 WORKDIR /etc/lbsync
 
 ENV LBSYNC_CONFIG=/etc/lbsync/lbsync.toml
-# In its own network namespace the status API must listen beyond loopback to be scraped;
-# unset it (LBSYNC_API_LISTEN=127.0.0.1:9180) to keep it private to the pod.
-ENV LBSYNC_API_LISTEN=0.0.0.0:9180
+# The status API listens on the container's loopback (the pod's, in Kubernetes) unless told
+# otherwise. Beyond loopback lbsync requires a bearer token, so to be scraped from outside:
+#   LBSYNC_API_LISTEN=0.0.0.0:9180 LBSYNC_API_TOKEN_FILE=/run/secrets/lbsync-api-token
+# (or LBSYNC_API_OPEN=true for no token, which lbsync logs as a warning). docs/container.md
 EXPOSE 9180
 ENTRYPOINT ["/usr/local/bin/lbsync-entrypoint"]
 CMD ["run"]

@@ -32,8 +32,10 @@ from lbsync.traffic.splits import ConcurrentChange, SplitError
 
 
 async def _status(arguments: argparse.Namespace) -> int:
-    url = arguments.api or url_from_listen(load(arguments.config).api_listen)
-    document = await fetch_status(url)
+    # With --api the configuration is optional; when it exists, its API token is sent.
+    config = None if arguments.api and not arguments.config.exists() else load(arguments.config)
+    url = arguments.api or url_from_listen(config.api.listen if config else "")
+    document = await fetch_status(url, token=config.api.token if config else None)
     if arguments.json:
         print(json.dumps(document, indent=2))
     else:

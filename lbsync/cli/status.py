@@ -34,16 +34,26 @@ def url_from_listen(listen: str) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def fetch_status(base_url: str, *, timeout: float = 5.0) -> JSON:
-    """GET `/v1/status` from a daemon."""
+REFUSALS = {
+    401: "the API needs the token of the daemon's [api] token_file (none or another was sent)",
+    421: "without a token the API answers only requests for localhost, 127.0.0.1 or [::1]",
+}
+
+
+async def fetch_status(base_url: str, *, token: str | None = None, timeout: float = 5.0) -> JSON:
+    """GET `/v1/status` from a daemon, with the API's bearer token when there is one."""
     url = base_url.rstrip("/") + "/v1/status"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-            session.get(url) as response,
+            session.get(url, headers=headers) as response,
         ):
             if response.status != 200:
-                raise StatusUnavailable(f"{url}: HTTP {response.status}")
+                why = REFUSALS.get(response.status)
+                raise StatusUnavailable(
+                    f"{url}: HTTP {response.status}" + (f": {why}" if why else "")
+                )
             document: JSON = await response.json()
             return document
     except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as error:

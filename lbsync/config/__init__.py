@@ -1,14 +1,16 @@
 """The configuration: `lbsync.toml` read, overlaid with `LBSYNC_*`, checked into frozen values.
 
 `schema` holds the values, `load` reads the file, `sources` and `targets` read their tables,
-`environment` the overrides, `endpoints` and `tls` the one rule for every store client.
+`environment` the overrides, `api` and `listen` the status API's, `endpoints` and `tls` the one
+rule for every store client.
 """
 
 from lbsync.config.endpoints import CONSUL_PORTS, ETCD_PORTS, Endpoint, parse_endpoint
-from lbsync.config.listen import parse_listen
+from lbsync.config.listen import is_loopback, parse_listen
 from lbsync.config.load import load, parse
 from lbsync.config.reader import parse_duration
 from lbsync.config.schema import (
+    ApiConfig,
     Config,
     ConfigError,
     ConsulSourceConfig,
@@ -27,6 +29,7 @@ __all__ = [
     "CONSUL_PORTS",
     "ETCD_PORTS",
     "TEMPLATES_DIR",
+    "ApiConfig",
     "Config",
     "ConfigError",
     "ConsulSourceConfig",
@@ -40,6 +43,7 @@ __all__ = [
     "TargetKind",
     "TlsError",
     "TlsFiles",
+    "is_loopback",
     "load",
     "parse",
     "parse_duration",

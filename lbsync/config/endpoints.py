@@ -6,10 +6,15 @@ store and scheme (etcd 2379; Consul 8500 for http, 8501 for https); IPv6 hosts g
 brackets. The text kept in
 the configuration is the normalised `scheme://host:port`, and the clients parse it again with
 the same function, so what was checked is what is used.
+
+Credentials never ride in an address (`http://user:secret@host`): an address is printed in
+logs, the status API and errors, so one with userinfo is refused, and the refusal shows it with
+the userinfo cut out. Any `@` counts, since none can be valid and a secret may hold a `/`.
 """
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +22,7 @@ from typing import Final
 
 ETCD_PORTS: Final = {"http": 2379, "https": 2379}
 CONSUL_PORTS: Final = {"http": 8500, "https": 8501}
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass(frozen=True)
@@ -41,8 +47,27 @@ class Endpoint:
         return self.url
 
 
+class CredentialsInAddress(ValueError):
+    """An address with `user:password@`; `shown` is the address without them."""
+
+    def __init__(self, what: str, shown: str) -> None:
+        super().__init__(f"{what} {shown!r} (credentials removed): must not carry credentials")
+        self.shown = shown
+
+
+def without_userinfo(text: str) -> str:
+    """`text` with everything between the scheme and the last `@` removed."""
+    if "@" not in text:
+        return text
+    scheme = _SCHEME.match(text.strip())
+    return (scheme.group(0) if scheme else "") + text.rpartition("@")[2].strip()
+
+
 def parse_endpoint(text: str, *, ports: Mapping[str, int], what: str) -> Endpoint:
-    """The endpoint in `text`; ValueError naming `what` and the text when it breaks the rule."""
+    """The endpoint in `text`; ValueError naming `what` and the text when it breaks the rule
+    (CredentialsInAddress, without the text's userinfo, when it has some)."""
+    if "@" in text:
+        raise CredentialsInAddress(what, without_userinfo(text))
     expected = f"{what} {text!r}: expected http(s)://host:port"
     stripped = text.strip()
     parts = urllib.parse.urlsplit(stripped if "://" in stripped else f"http://{stripped}")
@@ -52,7 +77,7 @@ def parse_endpoint(text: str, *, ports: Mapping[str, int], what: str) -> Endpoin
         raise ValueError(f"{expected} ({error})") from error
     if parts.scheme not in ports or not parts.hostname:
         raise ValueError(expected)
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"{expected}, with nothing after the port")
     return Endpoint(parts.scheme, parts.hostname, port or ports[parts.scheme])
 

@@ -3,7 +3,9 @@
 A variable names a setting by its path in upper case joined by `_`: `LBSYNC_APPLY_MIN_WAIT`,
 `LBSYNC_SOURCE_FILE_PATH`, and for targets by their name: `LBSYNC_TARGET_<NAME>_DEST`,
 `LBSYNC_TARGET_<NAME>_VARS_MAXCONN`. Values are read as TOML values
-(`LBSYNC_APPLY_MIN_WAIT=0.5`, `..._VARS_BIND='["127.0.0.1:80"]'`), else as strings.
+(`LBSYNC_APPLY_MIN_WAIT=0.5`, `..._VARS_BIND='["127.0.0.1:80"]'`), else as strings. Secrets
+(`SECRETS`) are taken as the exact text: a password `123456` read as TOML would become a
+number, and the error about it would have to show it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ KNOWN_PATHS: Final = (
     ("apply", "min_wait"),
     ("apply", "max_wait"),
     ("api", "listen"),
+    ("api", "token_file"),
+    ("api", "open"),
 )
+SECRETS: Final = frozenset({("source", "etcd", "password"), ("source", "consul", "token")})
 
 
 def _env_value(text: str) -> Any:
@@ -89,7 +94,7 @@ def apply_environment(document: dict[str, Any], environ: Mapping[str, str]) -> d
         path = paths.get(variable.removeprefix(ENV_PREFIX))
         if path is None:
             continue
-        value = _env_value(text)
+        value = text if tuple(path) in SECRETS else _env_value(text)
         if path[0] == "target":
             for index, target in enumerate(result["target"]):
                 if isinstance(target, dict) and target_name(target, index) == path[1]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from lbsync.config.schema import ConfigError
 
 
@@ -21,3 +23,17 @@ def parse_listen(text: str) -> tuple[str, int] | None:
             f"disable the API, got {text!r}"
         )
     return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (IPv6 without brackets) is this machine's loopback: `localhost`,
+    127.0.0.0/8 or ::1 (also as ::ffff:127.x.y.z). Other names are not resolved: what a name
+    points at can change after it was checked."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)

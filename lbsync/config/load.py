@@ -11,24 +11,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lbsync.config.api import api_config
 from lbsync.config.environment import apply_environment
-from lbsync.config.listen import parse_listen
 from lbsync.config.reader import Reader
 from lbsync.config.schema import Config, ConfigError, TargetConfig
 from lbsync.config.sources import consul_source, etcd_source, file_source
-from lbsync.config.targets import target
+from lbsync.config.targets import check_run_dirs, target
 from lbsync.model.values import HealthMode
-
-DEFAULT_LISTEN = "127.0.0.1:9180"
-
-
-def _listen(reader: Reader) -> str:
-    """The status API's `host:port`, or "" for no API."""
-    listen = reader.table.get("listen", DEFAULT_LISTEN)
-    if not isinstance(listen, str):
-        raise ConfigError(f'{reader.name("listen")}: a host:port string, or "" for no API')
-    parse_listen(listen)
-    return listen
 
 
 def _targets(root: Reader) -> tuple[TargetConfig, ...]:
@@ -46,6 +35,7 @@ def _targets(root: Reader) -> tuple[TargetConfig, ...]:
     dests = [each.dest for each in targets]
     if len(set(dests)) != len(dests):
         raise ConfigError("target: two targets write the same dest")
+    check_run_dirs(targets)
     return tuple(targets)
 
 
@@ -62,8 +52,6 @@ def _parse(root: Reader, path: Path) -> Config:
     max_wait = apply.duration("max_wait", 2.0)
     if max_wait < min_wait:
         raise ConfigError("apply.max_wait: must not be shorter than apply.min_wait")
-    api = root.table_at("api")
-    api.check_known({"listen"})
     return Config(
         path=path,
         targets=_targets(root),
@@ -74,7 +62,7 @@ def _parse(root: Reader, path: Path) -> Config:
         health_mode=root.choice("health", HealthMode, HealthMode.PASSING),
         min_wait=min_wait,
         max_wait=max_wait,
-        api_listen=_listen(api),
+        api=api_config(root.table_at("api")),
     )
 
 

@@ -114,13 +114,28 @@ class Reader:
         return prefix + "/"
 
     def secret(self, key: str) -> str | None:
-        """A secret given inline or, better, in a file named by `<key>_file`."""
+        """A secret given inline or, better, in a file named by `<key>_file`; None when neither
+        is set. No error shows the value: a mistyped secret is still a secret."""
         if f"{key}_file" in self.table:
-            path = self.path(f"{key}_file")
-            try:
-                return path.read_text(encoding="utf-8").strip()
-            except OSError as error:
-                raise ConfigError(
-                    f"{self.name(key + '_file')}: cannot read {path}: {error}"
-                ) from error
-        return self.optional_text(key)
+            if key in self.table:
+                raise ConfigError(f"{self.name(key)}: set {key} or {key}_file, not both")
+            return self.secret_file(f"{key}_file")
+        if key not in self.table:
+            return None
+        value = self.table[key]
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{self.name(key)}: must be a non-empty string")
+        return value
+
+    def secret_file(self, key: str) -> str:
+        """The secret held in the file named by `key`, without surrounding whitespace."""
+        path = self.path(key)
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ConfigError(f"{self.name(key)}: cannot read {path}: {error}") from error
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{self.name(key)}: {path} is not UTF-8 text") from error
+        if not text:
+            raise ConfigError(f"{self.name(key)}: {path} is empty")
+        return text

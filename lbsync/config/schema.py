@@ -91,7 +91,7 @@ class EtcdSourceConfig:
     endpoints: tuple[str, ...]  # normalised by `endpoints.normalise`
     prefix: str = "lbsync/"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # a repr may end up in a log
     tls: TlsFiles = field(default_factory=TlsFiles)
     request_timeout: float = 5.0
     idle_timeout: float = 30.0
@@ -103,13 +103,24 @@ class ConsulSourceConfig:
 
     addresses: tuple[str, ...]  # normalised by `endpoints.normalise`
     prefix: str = "lbsync/"
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # a repr may end up in a log
     datacenter: str | None = None
     tls: TlsFiles = field(default_factory=TlsFiles)
     wait: float = 30.0
 
 
 SourceConfig = FileSourceConfig | EtcdSourceConfig | ConsulSourceConfig
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The status API: where it listens ("" for nowhere) and who may read it."""
+
+    listen: str = "127.0.0.1:9180"
+    # every route but the probes needs `Authorization: Bearer <token>`
+    token: str | None = field(default=None, repr=False)
+    # beyond loopback without a token, on purpose (logged as a warning at start)
+    open: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,4 +136,4 @@ class Config:
     health_mode: HealthMode = HealthMode.PASSING
     min_wait: float = 0.2
     max_wait: float = 2.0
-    api_listen: str = "127.0.0.1:9180"
+    api: ApiConfig = field(default_factory=ApiConfig)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lbsync.config.endpoints import CONSUL_PORTS, ETCD_PORTS, normalise
+from lbsync.config.endpoints import CONSUL_PORTS, ETCD_PORTS, CredentialsInAddress, normalise
 from lbsync.config.reader import Reader
 from lbsync.config.schema import (
     ConfigError,
@@ -37,13 +37,25 @@ def tls_files(reader: Reader) -> TlsFiles:
 
 
 def _endpoints(
-    reader: Reader, key: str, *, default: tuple[str, ...], ports: Mapping[str, int]
+    reader: Reader,
+    key: str,
+    *,
+    default: tuple[str, ...],
+    ports: Mapping[str, int],
+    credentials: str,
 ) -> tuple[str, ...]:
+    """The addresses under `key`; one with `user:password@` is refused, shown without it, with
+    `credentials` saying where they belong."""
     texts = reader.argv(key, default)
     if not texts:
         raise ConfigError(f"{reader.name(key)}: a list of http(s)://host:port URLs")
     try:
         return tuple(normalise(text, ports=ports, what="address") for text in texts)
+    except CredentialsInAddress as error:
+        raise ConfigError(
+            f"{reader.name(key)}: {error.shown!r} (shown without its user:password@) must not "
+            f"carry credentials: {credentials}"
+        ) from error  # its text, too, shows the address without the userinfo
     except ValueError as error:
         raise ConfigError(
             f"{reader.name(key)}: a list of http(s)://host:port URLs: {error}"
@@ -57,7 +69,13 @@ def etcd_source(reader: Reader) -> EtcdSourceConfig:
         | TLS_SETTINGS
         | {"request_timeout", "idle_timeout"}
     )
-    endpoints = _endpoints(reader, "endpoints", default=(), ports=ETCD_PORTS)
+    endpoints = _endpoints(
+        reader,
+        "endpoints",
+        default=(),
+        ports=ETCD_PORTS,
+        credentials=f"set {reader.name('username')} and {reader.name('password_file')}",
+    )
     username = reader.optional_text("username")
     password = reader.secret("password")
     if (username is None) != (password is None):
@@ -79,7 +97,11 @@ def consul_source(reader: Reader) -> ConsulSourceConfig:
         {"addresses", "prefix", "token", "token_file", "datacenter", "wait"} | TLS_SETTINGS
     )
     addresses = _endpoints(
-        reader, "addresses", default=("http://127.0.0.1:8500",), ports=CONSUL_PORTS
+        reader,
+        "addresses",
+        default=("http://127.0.0.1:8500",),
+        ports=CONSUL_PORTS,
+        credentials=f"put the ACL token in the file named by {reader.name('token_file')}",
     )
     wait = reader.duration("wait", 30.0)
     if not 0 < wait <= MAX_CONSUL_WAIT:

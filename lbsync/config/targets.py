@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib.resources
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -48,6 +49,12 @@ DEFAULT_VARS: Final[dict[TargetKind, dict[str, Any]]] = {
         "upstream_keepalive": 32,
     },
     TargetKind.GENERIC: {},
+}
+# What the shipped templates (and, for HAProxy, the server-state file of a reload) keep in
+# `vars.run_dir`: two targets of one kind there would share them.
+RUN_DIR_FILES: Final = {
+    TargetKind.HAPROXY: "haproxy.sock and haproxy.state",
+    TargetKind.NGINX: "nginx.pid and its temporary directories",
 }
 _SIGNALS: Final = {TargetKind.HAPROXY: "USR2", TargetKind.NGINX: "HUP", TargetKind.GENERIC: "HUP"}
 _TARGET_SETTINGS: Final = {"name", "kind", "template", "dest", "validate", "validate_timeout"} | {
@@ -150,3 +157,19 @@ def target(reader: Reader, index: int) -> TargetConfig:
         variables=tuple(sorted(variables.items())),
         runtime=_runtime(reader, kind, reload),
     )
+
+
+def check_run_dirs(targets: Sequence[TargetConfig]) -> None:
+    """Refuse a target whose `run_dir` an earlier target of its kind already uses: the two
+    proxies would overwrite each other's socket and state (HAProxy) or pid file (nginx)."""
+    first: dict[tuple[TargetKind, str], TargetConfig] = {}
+    for index, each in enumerate(targets):
+        if each.kind not in RUN_DIR_FILES:
+            continue
+        seen = first.setdefault((each.kind, os.path.normpath(each.run_dir)), each)
+        if seen is not each:
+            raise ConfigError(
+                f"target[{index}].vars.run_dir: target {each.name!r} would share "
+                f"{each.run_dir}/{RUN_DIR_FILES[each.kind]} with target {seen.name!r}; "
+                "give each its own vars.run_dir"
+            )

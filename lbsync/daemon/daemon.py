@@ -56,7 +56,7 @@ class Daemon:
         self._failures = 0
         self._logged_rejections: frozenset[str] = frozenset()
         # Read-only HTTP over `status`; `api.address` is published once it listens.
-        self.api = StatusApi(lambda: self.status, listen=config.api_listen)
+        self.api = StatusApi(lambda: self.status, listen=config.api.listen, token=config.api.token)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; raises whatever ends a task unexpectedly."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from support.api import api_url, get, get_json, groups, sample, service, until_json
+import pytest
+from support.api import api_url, bearer, get, get_json, groups, sample, service, until_json
 from support.processes import Backends, HAProxy
 from support.shop import shop, start_shop
 from support.site import Site, running_daemon
@@ -105,22 +107,43 @@ async def test_readyz_is_503_with_the_reason_until_the_first_apply(
         assert await get(f"{url}/readyz") == (200, "ready\n")
 
 
-async def test_no_endpoint_accepts_anything_but_get(
-    haproxy_site: tuple[Site, HAProxy], backends: Callable[[list[str]], Backends]
+@pytest.mark.parametrize("token", [None, "7e57-api-token"], ids=["no token", "token"])
+async def test_no_endpoint_accepts_anything_but_get_and_writes_change_nothing(
+    haproxy_site: tuple[Site, HAProxy],
+    backends: Callable[[list[str]], Backends],
+    token: str | None,
 ) -> None:
     site, proxy = haproxy_site
+    if token is not None:
+        (site.root / "api-token").write_text(token)
+        site.write_config(api=f'listen = "127.0.0.1:0"\ntoken_file = "{site.root / "api-token"}"')
     start_shop(site, proxy, backends)
+    headers = bearer(token) if token else None
     async with running_daemon(site.config()) as daemon:
         url = await api_url(daemon)
         await daemon.wait_for(lambda s: s.ready, 10)
         before = site.dest.read_bytes()
+        status_before = await get_json(f"{url}/v1/status", headers=headers)
         paths = ["/", "/healthz", "/readyz", "/metrics", "/v1/status", "/v1/services/shop"]
         for path in [*paths, "/v1/events"]:
-            assert (await get(f"{url}{path}"))[0] == 200, path
+            assert (await get(f"{url}{path}", headers=headers))[0] == 200, path
             for method in ("POST", "PUT", "PATCH", "DELETE"):
-                assert (await get(f"{url}{path}", method))[0] == 405, (method, path)
-        assert (await get(f"{url}/v1/nothing"))[0] == 404
+                answer = (await get(f"{url}{path}", method, headers=headers))[0]
+                assert answer == 405, (method, path)
+        assert (await get(f"{url}/v1/nothing", headers=headers))[0] == 404
         assert daemon.status.cycles == 1 and site.dest.read_bytes() == before
+        status_after = await get_json(f"{url}/v1/status", headers=headers)
+        moments = {"now", "changed_at", "age_seconds"}
+        assert drop(status_after, moments) == drop(status_before, moments)
+
+
+def drop(document: Any, keys: set[str]) -> Any:
+    """A JSON document without the fields that change with the clock."""
+    if isinstance(document, dict):
+        return {k: drop(v, keys) for k, v in document.items() if k not in keys}
+    if isinstance(document, list):
+        return [drop(each, keys) for each in document]
+    return document
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -139,7 +162,7 @@ async def test_the_api_listens_on_loopback_only_unless_configured(
     haproxy_site: tuple[Site, HAProxy], backends: Callable[[list[str]], Backends], tmp_path: Path
 ) -> None:
     default = parse({"source": {"file": {"path": "s.toml"}}, "target": [{"dest": "x"}]}, tmp_path)
-    assert parse_listen(default.api_listen) == ("127.0.0.1", 9180)
+    assert parse_listen(default.api.listen) == ("127.0.0.1", 9180)
     site, proxy = haproxy_site
     start_shop(site, proxy, backends)
     async with running_daemon(site.config()) as daemon:

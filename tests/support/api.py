@@ -21,23 +21,50 @@ async def api_url(daemon: Daemon, timeout: float = 10) -> str:
     return daemon.api.url
 
 
-async def get(url: str, method: str = "GET") -> tuple[int, str]:
+async def get(
+    url: str, method: str = "GET", *, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
     """One request: status and body text."""
-    async with aiohttp.ClientSession() as session, session.request(method, url) as response:
-        return response.status, await response.text()
+    status, _, text = await request(url, method, headers=headers)
+    return status, text
 
 
-async def get_json(url: str) -> Any:
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
+async def request(
+    url: str, method: str = "GET", *, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], str]:
+    """One request: status, response headers and body text."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, headers=headers) as response,
+    ):
+        return response.status, dict(response.headers), await response.text()
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The header that carries the API's token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def get_json(url: str, *, headers: dict[str, str] | None = None) -> Any:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, headers=headers) as response,
+    ):
         assert response.status == 200, (url, response.status, await response.text())
         return await response.json()
 
 
-async def until_json(url: str, condition: Callable[[Any], bool], timeout: float = 10) -> Any:
+async def until_json(
+    url: str,
+    condition: Callable[[Any], bool],
+    timeout: float = 10,
+    *,
+    headers: dict[str, str] | None = None,
+) -> Any:
     """Poll a JSON endpoint until its document satisfies `condition`; return that document."""
     deadline = time.monotonic() + timeout
     while True:
-        document = await get_json(url)
+        document = await get_json(url, headers=headers)
         if condition(document):
             return document
         if time.monotonic() > deadline:

@@ -58,10 +58,11 @@ class Site:
         extra: str = "",
         source: str | None = None,
         reload: str | None = None,
+        api: str = 'listen = "127.0.0.1:0"',  # a free port: tests never collide on 9180
     ) -> None:
         """lbsync.toml for one target of this site's kind, reloading its real process (unless
         `reload` gives another method); the services file is the source unless `source` gives
-        the `[source.*]` tables."""
+        the `[source.*]` tables, and `api` is the `[api]` table's body."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.kind == "haproxy":
             default = f'{{ method = "master-cli", socket = "{self.master_socket}" }}'
@@ -76,7 +77,7 @@ class Site:
         self.config_path.write_text(
             f"{source}\n"
             '[apply]\nmin_wait = "50ms"\nmax_wait = "500ms"\n\n'
-            '[api]\nlisten = "127.0.0.1:0"\n\n'  # a free port: tests never collide on 9180
+            f"[api]\n{api}\n\n"
             f'[[target]]\nname = "{self.kind}"\nkind = "{self.kind}"\n'
             f'dest = "{self.dest}"\n{template_line}reload = {reload}\n{extra}\n'
             f"[target.vars]\n{variables}"

@@ -59,7 +59,7 @@ def test_a_minimal_file_gets_haproxy_defaults(tmp_path: Path) -> None:
     assert loaded.file_source is not None
     assert loaded.file_source.path == tmp_path / "services.toml"
     assert (loaded.min_wait, loaded.max_wait) == (0.2, 2.0)
-    assert (loaded.health_mode, loaded.api_listen) == (HealthMode.PASSING, "127.0.0.1:9180")
+    assert (loaded.health_mode, loaded.api.listen) == (HealthMode.PASSING, "127.0.0.1:9180")
 
 
 def test_an_nginx_target_gets_its_own_template_validator_and_vars(tmp_path: Path) -> None:
@@ -178,6 +178,54 @@ def test_every_error_names_the_file_and_the_setting(tmp_path: Path, text: str, n
     assert named in str(caught.value)
 
 
+def two_targets(first: str, second: str) -> str:
+    return (
+        '[source.file]\npath = "services.toml"\n\n'
+        f'[[target]]\nname = "first"\n{first}\n\n[[target]]\nname = "second"\n{second}\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "shared"),
+    [
+        ('dest = "run/a.cfg"', 'dest = "run/b.cfg"', "run/haproxy.sock and haproxy.state"),
+        (
+            'dest = "a/haproxy.cfg"\nvars = { run_dir = "/run/haproxy" }',
+            'dest = "b/haproxy.cfg"\nvars = { run_dir = "/run/haproxy/" }',
+            "/run/haproxy/haproxy.sock and haproxy.state",
+        ),
+        (
+            'kind = "nginx"\ndest = "run/a.conf"',
+            'kind = "nginx"\ndest = "run/b.conf"',
+            "run/nginx.pid and its temporary directories",
+        ),
+    ],
+    ids=["dests in one directory", "one run_dir written twice", "nginx"],
+)
+def test_two_targets_of_a_kind_sharing_a_run_dir_are_refused_naming_the_second(
+    tmp_path: Path, first: str, second: str, shared: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, two_targets(first, second))
+    assert "target[1].vars.run_dir: target 'second' would share " in str(caught.value)
+    assert f"{shared} with target 'first'; give each its own vars.run_dir" in str(caught.value)
+
+
+def test_targets_in_one_directory_with_their_own_run_dirs_are_accepted(tmp_path: Path) -> None:
+    config = load_text(
+        tmp_path,
+        two_targets(
+            'dest = "run/a.cfg"\nvars = { run_dir = "run/a" }',
+            'dest = "run/b.cfg"\nvars = { run_dir = "run/b" }',
+        ),
+    )
+    assert [str(each.run_dir) for each in config.targets] == ["run/a", "run/b"]
+    mixed = load_text(tmp_path, two_targets('dest = "run/a.cfg"', 'kind = "nginx"\ndest = "run/b"'))
+    assert mixed.targets[0].run_dir == mixed.targets[1].run_dir  # different files: no clash
+    reloads = [each.reload.server_state_file for each in config.targets]
+    assert reloads == [Path("run/a/haproxy.state"), Path("run/b/haproxy.state")]
+
+
 def test_a_file_that_is_not_toml_is_a_config_error_with_the_file_name(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"lbsync\.toml: not valid TOML: .*line 2"):
         load_text(tmp_path, "[apply]\nmin_wait = \n")
@@ -208,7 +256,7 @@ def test_environment_overrides_apply_and_source_settings(tmp_path: Path) -> None
     assert (loaded.min_wait, loaded.max_wait) == (0.5, 5.0)
     assert loaded.file_source is not None
     assert loaded.file_source.path == Path("/srv/services.toml")
-    assert (loaded.health_mode, loaded.api_listen) == (HealthMode.WARNING, "127.0.0.1:9999")
+    assert (loaded.health_mode, loaded.api.listen) == (HealthMode.WARNING, "127.0.0.1:9999")
 
 
 def test_environment_overrides_a_named_targets_dest_and_vars(tmp_path: Path) -> None:

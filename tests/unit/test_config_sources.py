@@ -165,6 +165,6 @@ def test_a_bad_consul_setting_is_named(tmp_path: Path, text: str, message: str) 
 
 def test_an_empty_api_listen_turns_the_api_off(tmp_path: Path) -> None:
     config = load_text(tmp_path, '[source.file]\npath = "s.toml"\n\n[api]\nlisten = ""\n')
-    assert config.api_listen == ""
+    assert config.api.listen == ""
     with pytest.raises(ConfigError, match=r"api\.listen: a host:port string"):
         load_text(tmp_path, '[source.file]\npath = "s.toml"\n\n[api]\nlisten = 9180\n')

@@ -4,7 +4,8 @@ It never changes anything: every route is a GET (aiohttp answers HEAD with the s
 and any other method with 405), and every answer is computed from the one immutable `Status`
 the daemon swaps whole, read by reference at the start of the request, so a response never
 mixes two moments. It listens on loopback unless `[api] listen` says otherwise; port 0 picks a
-free port, published in `address` once bound (the tests rely on it).
+free port, published in `address` once bound (the tests rely on it). Who it answers is
+`guard.py`'s: a bearer token, or on loopback without one only requests for a loopback host.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import asyncio
 import importlib.resources
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from lbsync.config import ConfigError, parse_listen
+from lbsync.config import ConfigError, is_loopback, parse_listen
 from lbsync.daemon.api import encode
+from lbsync.daemon.api.guard import guard
 from lbsync.daemon.metrics import Metrics
 from lbsync.daemon.status import MAX_EVENTS, Status
 
@@ -34,15 +37,27 @@ DASHBOARD_POLICY = (
     "frame-ancestors 'none'"
 )
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+def event_limit(text: str) -> int | None:
+    """`?limit=` as a count (at most MAX_EVENTS); None unless it is ASCII digits, since
+    `"²".isdigit()` is true and `int("²")` fails."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    return min(int(text), MAX_EVENTS)
 
 
 class StatusApi:
     """The daemon's read-only HTTP face: health, readiness, metrics, JSON and the dashboard."""
 
-    def __init__(self, status: Callable[[], Status], *, listen: str) -> None:
+    def __init__(
+        self, status: Callable[[], Status], *, listen: str, token: str | None = None
+    ) -> None:
         self._status = status
         self.listen = parse_listen(listen)
+        self._token = token
+        on_loopback = self.listen is None or is_loopback(self.listen[0])
+        self._loopback_only = token is None and on_loopback
+        self.open = token is None and not on_loopback  # `[api] open`, warned about at start
         self.metrics = Metrics(status)
         self.address: tuple[str, int] | None = None
         self.listening = asyncio.Event()
@@ -65,7 +80,9 @@ class StatusApi:
 
     def app(self) -> web.Application:
         """The routes; every one is a GET."""
-        app = web.Application(middlewares=[_no_store])
+        app = web.Application(
+            middlewares=[_no_store, guard(self._token, loopback=self._loopback_only)]
+        )
         app.router.add_get("/", self._index)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -95,6 +112,13 @@ class StatusApi:
         self.address = (str(bound[0]), int(bound[1]))
         self.listening.set()
         log.info("status API and dashboard on %s/", self.url)
+        if self.open:
+            log.warning(
+                "the status API on %s has no token: anyone who can reach it can read every "
+                "service, instance, address and error ([api] open = true; set [api] token_file "
+                "to require one)",
+                self.url,
+            )
 
     async def serve(self) -> None:
         """Answer requests until cancelled (the daemon's task group cancels it on stop)."""
@@ -145,10 +169,9 @@ class StatusApi:
         return web.json_response(encode.service_json(service, rollout))
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
-        text = request.query.get("limit", str(DEFAULT_EVENTS))
-        if not text.isdigit():
+        limit = event_limit(request.query.get("limit", str(DEFAULT_EVENTS)))
+        if limit is None:
             return web.json_response({"error": "limit: expected a whole number"}, status=400)
-        limit = min(int(text), MAX_EVENTS)
         return web.json_response({"events": encode.events_json(self._status(), limit)})
 
 
