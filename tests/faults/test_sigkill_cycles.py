@@ -98,7 +98,7 @@ def kill_rounds(site: Site, rng: random.Random, ports: dict[str, int]) -> Rounds
             # pacing the writer, not synchronising: bursts, and gaps longer than min_wait
             time.sleep(rng.choice([0.005, 0.01, 0.02, 0.09]))
             if kill_at is None and applied(log) > 0:
-                kill_at = time.monotonic() + rng.uniform(0.0, 2.5)
+                kill_at = time.monotonic() + rng.uniform(0.0, 4.0)
             assert time.monotonic() < give_up, f"lbsync applied nothing: {log.read_text()}"
         found.exits += process.poll() is not None  # it must still run when the kill comes
         process.send_signal(signal.SIGKILL)
