@@ -34,6 +34,10 @@ from lbsync.traffic.rollout.record import CONTROL_POLL, Aborted, RolloutRecord
 from lbsync.traffic.rollout.spec import Phase, RolloutSpec, step_split
 from lbsync.traffic.splits import Current, SplitError, read, write
 
+CLOCK_SLACK = 1e-3
+"""An interval ends within this: a float remainder of its deadline smaller than the loop's
+clock resolution would be slept as nothing, over and over (a fake clock never moves on)."""
+
 
 class Progress(Protocol):
     """Where a rollout says what it does (a terminal, a log)."""
@@ -149,7 +153,7 @@ class Rollout:
         servers = {server.name for server in members(self._service(), by, self.spec.to)}
         before = await self.stats.counts(self.spec.service, servers)
         deadline = loop.time() + self.spec.interval
-        while (remaining := deadline - loop.time()) > 0:
+        while (remaining := deadline - loop.time()) > CLOCK_SLACK:
             await asyncio.sleep(min(CONTROL_POLL, remaining))
             if await record.control() is Phase.ABORTING:
                 raise Aborted("aborted by an operator")
