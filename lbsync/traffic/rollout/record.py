@@ -18,6 +18,7 @@ from lbsync.traffic.rollout.spec import ACTIVE, ENDED, Phase, RolloutSpec, phase
 from lbsync.traffic.splits import SplitError, actor
 
 CONTROL_POLL = 0.2
+STORE_PATIENCE = 30.0  # how long a stopping rollout retries an unreachable store
 
 
 class Aborted(Exception):
@@ -79,6 +80,28 @@ class RolloutRecord:
                 raise SplitError(f"the rollout record of {self.spec.service} keeps changing")
         found = await self.store.get(self.key)
         self.revision = found.revision if found else 0
+
+    async def finish(self, phase: Phase, message: str) -> None:
+        """Record how the rollout ended, unless another process already did."""
+        record = json.dumps(
+            {
+                "phase": phase.value,
+                "to": self.spec.to,
+                "steps": list(self.spec.steps),
+                "interval": self.spec.interval,
+                "start_split": self.start_split,
+                "who": actor(),
+                "updated": time.time(),
+                "message": message,
+            }
+        )
+        if await self.store.put_if(self.key, record, self.revision):
+            return
+        current = await self.store.get(self.key)
+        if phase_of(_fields(current).get("phase")) in ENDED:
+            return
+        if current is None or not await self.store.put_if(self.key, record, current.revision):
+            raise SplitError(f"the rollout record of {self.spec.service} keeps changing")
 
     async def control(self) -> Phase | None:
         """The phase another process wrote since this rollout's last write, if any."""
