@@ -13,6 +13,7 @@ import asyncio
 import io
 import json
 import shutil
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from lbsync.traffic.rollout.driver import FollowedStates, Rollout
 from lbsync.traffic.rollout.gates import GateFailed
 from lbsync.traffic.rollout.record import Aborted, request
 from lbsync.traffic.rollout.spec import Phase, RolloutSpec
+from lbsync.traffic.splits import SplitError
 
 pytestmark = pytest.mark.looptime
 
@@ -355,6 +357,25 @@ async def test_a_store_failing_mid_rollout_is_retried_and_the_split_reverted(
     await assert_not_blocked(shop)
 
 
+async def test_a_store_gone_for_longer_than_the_retries_leaves_a_record_abort_clears(
+    quiet_shop: Shop, etcd: EtcdServer
+) -> None:
+    shop = quiet_shop
+    spec = RolloutSpec(service="shop", to="green", steps=(10, 100), interval=FOREVER)
+    task = asyncio.create_task(shop.rollout(spec, io.StringIO()).run())
+    await shop.until_record(until_share(10), "the rollout at 10 %")
+    etcd.kill()
+    with pytest.raises(StoreError, match="lbsync rollout abort shop"):
+        await task
+    etcd.start()
+    assert (await shop.record())["phase"] == "running"
+    store = StoreThere(shop.store, shop.there)
+    answer = await request(store, "shop", Phase.ABORTING)
+    assert "no running rollout answered" in answer and "split reverted" in answer
+    await assert_reverted(shop, "aborted", "split reverted")
+    await assert_not_blocked(shop)
+
+
 async def test_a_cancelled_rollout_reverts_and_the_cancellation_propagates(
     quiet_shop: Shop,
 ) -> None:
@@ -366,4 +387,41 @@ async def test_a_cancelled_rollout_reverts_and_the_cancellation_propagates(
     with pytest.raises(asyncio.CancelledError):
         await task
     await assert_reverted(shop, "aborted", "interrupted", "split reverted")
+    await assert_not_blocked(shop)
+
+
+async def killed_runner(shop: Shop) -> None:
+    """`lbsync rollout` at its first step, then killed (SIGKILL): nothing of it cleans up."""
+    runner = shop.site.start_lbsync(
+        *("rollout", "shop", "--to", "green", "--steps", "10,100", "--interval", "1h")
+    )
+    try:
+        await shop.until_record(until_share(10), "the killed rollout at 10 %")
+    finally:
+        runner.kill()
+        runner.communicate(timeout=10)
+
+
+async def test_an_abort_no_runner_answers_reverts_the_split_itself(quiet_shop: Shop) -> None:
+    shop = quiet_shop
+    await killed_runner(shop)
+    answer = await request(StoreThere(shop.store, shop.there), "shop", Phase.ABORTING)
+    assert "no running rollout answered in 10s" in answer, answer
+    await assert_reverted(shop, "aborted", "split reverted")
+    await assert_not_blocked(shop)
+
+
+async def test_a_record_left_by_a_dead_runner_says_how_to_clear_it_and_abort_does(
+    quiet_shop: Shop,
+) -> None:
+    shop = quiet_shop
+    await killed_runner(shop)
+    left = {**await shop.record(), "updated": time.time() - 3600}  # as if killed an hour ago
+    await shop.there.call(shop.client.put("lbsync/services/shop/rollout", json.dumps(left)))
+    spec = RolloutSpec(service="shop", to="green", steps=(100,), interval=1)
+    with pytest.raises(SplitError, match="`lbsync rollout abort shop` reverts its split"):
+        await shop.rollout(spec, io.StringIO()).run()
+    answer = await request(StoreThere(shop.store, shop.there), "shop", Phase.ABORTING)
+    assert "its runner silent for 36" in answer and "split reverted" in answer, answer
+    await assert_reverted(shop, "aborted", "split reverted")
     await assert_not_blocked(shop)

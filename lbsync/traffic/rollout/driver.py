@@ -6,10 +6,10 @@ Nomad's auto_revert; so does every other way a rollout stops before its end: an 
 another terminal, a source that failed (its watcher ended: the gates would read a state that no
 longer follows it), the store failing, a split changed by someone else, Ctrl-C (the task
 cancelled). The split is never left mid-way with the record `running` while this process can
-reach the store: an unreachable store is retried for `STORE_PATIENCE` seconds first, and the
-error then says what may be left. Each step gives the target group its share; the other groups
-(the default group included) keep their proportions of the rest, as at the start
-(`spec.step_split`).
+reach the store: an unreachable store is retried for `STORE_PATIENCE` seconds first; after
+that the record is left to `lbsync rollout abort`, which reverts it (record.py). Each step gives
+the target group its share; the other groups (the default group included) keep their
+proportions of the rest, as at the start (`spec.step_split`).
 
 Every wait is on the event loop's clock (`loop.time()`, `asyncio.sleep`), so tests run a
 rollout of many intervals on a fake clock.
@@ -45,7 +45,7 @@ from lbsync.traffic.rollout.record import (
     RolloutRecord,
 )
 from lbsync.traffic.rollout.revert import revert_split
-from lbsync.traffic.rollout.spec import Phase, RolloutSpec, step_split
+from lbsync.traffic.rollout.spec import ENDED, Phase, RolloutSpec, step_split
 from lbsync.traffic.splits import Current, SplitError, read, write
 
 STORE_RETRY = Backoff(first=0.5, cap=5.0)
@@ -127,7 +127,7 @@ class Rollout:
         """Every step through the gates, then `done`; stopped before that (`STOPPED`, or
         cancelled), the split back where it started and the error raised again."""
         start = await read(self.store, self.spec.service)
-        record = RolloutRecord(self.store, self.spec, start.value)
+        record = RolloutRecord(self.store, self.spec, start.value, split_revision=start.revision)
         await record.claim()
         by = str((start.value or {}).get("by", BY_TAG))
         place = Place(start.revision)
@@ -140,7 +140,9 @@ class Rollout:
                 value = step_split(start.value, self.spec.to, share)
                 place = Place(place.revision, writing=value)
                 place = Place(await self._write_step(place.revision, value, share))
-                await record.publish(Phase.RUNNING, step=number, share=share)
+                await record.publish(
+                    Phase.RUNNING, step=number, share=share, split_revision=place.revision
+                )
                 self.progress.line(
                     f"step {number}/{len(self.spec.steps)}: {self.spec.to} at {share:g}%"
                 )
@@ -152,7 +154,7 @@ class Rollout:
             await self._end(record, start, place, phase=phase, why=str(error), store=failed)
             raise
         except (asyncio.CancelledError, KeyboardInterrupt):
-            with contextlib.suppress(StoreError):  # said on the progress
+            with contextlib.suppress(StoreError):  # said on the progress; left to `abort`
                 await self._end(record, start, place, phase=Phase.ABORTED, why="interrupted")
             raise
 
@@ -194,6 +196,7 @@ class Rollout:
         while (remaining := deadline - loop.time()) > CLOCK_SLACK:
             await asyncio.sleep(min(CONTROL_POLL, remaining))
             await _controlled(record)
+            await record.beat()
             eligible = self._check_health(by)
             reading = await self.stats.counts(self.spec.service, servers)
             ratio, total = check_errors(
@@ -212,6 +215,7 @@ class Rollout:
             if await _controlled(record) is Phase.RUNNING:
                 self.progress.line("resumed")
                 return
+            await record.beat()
             self._check_health(by)
 
     async def _end(
@@ -249,11 +253,14 @@ class Rollout:
             with contextlib.suppress(SplitError):
                 await _patiently(lambda: record.finish(phase, message), deadline)
         except StoreError as error:
-            silent = f"the store did not answer for {STORE_PATIENCE:g}s ({error})"
+            silent = f"the store did not answer for {STORE_PATIENCE:g}s"
+            silent += "" if store else f" ({error})"  # a store error as `why` says it already
+            clear = f"once it answers, `lbsync rollout abort {self.spec.service}`"
             message = (
-                f"{why}; {silent}: the split may be left mid-way and the record running"
+                f"{why}; {silent}: the split may be left mid-way and the record running; "
+                f"{clear} reverts it"
                 if outcome is None
-                else f"{why}; {outcome}, but {silent} to record it"
+                else f"{why}; {outcome}, but {silent} to record it; {clear} clears the record"
             )
             self.progress.line(message)
             raise StoreError(message) from error
@@ -261,10 +268,12 @@ class Rollout:
 
 
 async def _controlled(record: RolloutRecord) -> Phase | None:
-    """The phase another process wrote, if any; `Aborted` for an abort."""
+    """The phase another process wrote, if any; `Aborted` for an abort or an ending."""
     phase = await record.control()
     if phase is Phase.ABORTING:
         raise Aborted("aborted by an operator")
+    if phase in ENDED:
+        raise Aborted("ended by another process")
     return phase
 
 
