@@ -13,9 +13,9 @@ from lbsync.cli.reading import desired_state
 from lbsync.config import Config, ConfigError, parse_duration
 from lbsync.core.state import DesiredState
 from lbsync.haproxy.stats import StatsReader
-from lbsync.kv.store import open_store
+from lbsync.kv.store import StoreError, open_store
 from lbsync.sources.build import sources_for
-from lbsync.sources.follow import Following
+from lbsync.sources.follow import Following, SourceUnusable
 from lbsync.traffic.rollout.driver import FollowedStates, Rollout
 from lbsync.traffic.rollout.gates import GateFailed
 from lbsync.traffic.rollout.record import Aborted, request
@@ -162,7 +162,7 @@ async def rollout_command(config: Config, arguments: argparse.Namespace) -> int:
         )
         try:
             await rollout.run()
-        except (GateFailed, Aborted) as error:
+        except (GateFailed, Aborted, SourceUnusable, StoreError) as error:
             print(f"rollout of {spec.service} stopped: {error}", file=sys.stderr)
             return EXIT_FAILED
     print(f"rollout of {spec.service} to {spec.to} complete")

@@ -4,6 +4,10 @@ the runtime API, where `@1 <command>` reaches the current worker).
 
 While HAProxy reloads, the master re-executes itself and refuses connections for a few tens of
 milliseconds; a session retries for a while before giving up.
+
+Timeouts are `asyncio.timeout`, never `asyncio.wait_for`: Python 3.11's `wait_for` drops a
+cancellation that arrives just as the call it wraps finishes (measured: a Ctrl-C of `lbsync
+rollout` reading counters from a stopped HAProxy went unheard).
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ async def master_cli(socket: Path, command: str, *, timeout: float = CLI_TIMEOUT
         finally:
             writer.close()
 
-    return await asyncio.wait_for(exchange(), timeout)
+    async with asyncio.timeout(timeout):
+        return await exchange()
 
 
 _PROMPT = re.compile(rb"(?:\A|\n)master(?:\[[^\]\n]*\])?> \Z")
@@ -67,7 +72,8 @@ class MasterSession:
                 )
                 writer.write(b"prompt\n")
                 await writer.drain()
-                await asyncio.wait_for(_answer(reader, 1), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    await _answer(reader, 1)
             except (*REFUSED, asyncio.IncompleteReadError) as error:
                 if writer is not None:
                     writer.close()
@@ -93,7 +99,8 @@ class MasterSession:
             try:
                 writer.write(line)
                 await writer.drain()
-                return await asyncio.wait_for(_answer(reader, len(commands)), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    return await _answer(reader, len(commands))
             except (asyncio.IncompleteReadError, ConnectionError) as error:
                 self.close()
                 if attempt == 2:

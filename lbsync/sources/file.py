@@ -8,6 +8,9 @@
 
 A file that cannot be read or is not valid TOML leaves the last good state in force; an entry
 that breaks the contract is refused with the file and the entry named, and the others apply.
+The watch is on the file's directory: once that directory is removed (or removed and made
+again), no later change would be seen, so the source ends with `WatchLost` rather than go on
+serving a state that silently stopped following the file.
 """
 
 from __future__ import annotations
@@ -117,6 +120,10 @@ def read_snapshot(path: Path, *, source: str = "file") -> Snapshot:
     )
 
 
+class WatchLost(OSError):
+    """The services file's directory was removed: changes to the file are no longer seen."""
+
+
 class FileSource:
     """Watches the services file; yields a snapshot at start and after each real change."""
 
@@ -129,9 +136,14 @@ class FileSource:
         return f"file:{self.path}"
 
     async def snapshots(self) -> AsyncIterator[Snapshot]:
-        """Snapshots of the file, repeats dropped."""
+        """Snapshots of the file, repeats dropped; `WatchLost` once its directory is removed."""
         last: Snapshot | None = None
-        async for _ in changes([self.path]):
+        async for removed in changes([self.path]):
+            if removed:
+                raise WatchLost(
+                    f"{removed[0]}: directory removed; "
+                    "changes to the services file are no longer seen"
+                )
             snapshot = read_snapshot(self.path, source=self.name)
             if snapshot != last:
                 last = snapshot

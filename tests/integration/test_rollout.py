@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import shutil
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +25,7 @@ from support import load
 from support.etcd import EtcdServer
 from support.processes import Backends, HAProxy
 from support.realtime import RealTime, StatsThere, StoreThere, real_time
+from support.servicesfile import services_toml
 from support.site import Site, is_live
 from support.traffic import shares, tally
 from support.waiting import async_wait_until
@@ -32,17 +36,19 @@ from lbsync.daemon.daemon import Daemon
 from lbsync.daemon.status import Status
 from lbsync.haproxy.stats import StatsReader
 from lbsync.kv.etcd import EtcdClient
-from lbsync.kv.store import EtcdStore
+from lbsync.kv.store import EtcdStore, StoreError
 from lbsync.sources.build import sources_for
-from lbsync.sources.follow import Following
+from lbsync.sources.follow import Following, SourceUnusable
 from lbsync.traffic.rollout.driver import FollowedStates, Rollout
 from lbsync.traffic.rollout.gates import GateFailed
 from lbsync.traffic.rollout.record import Aborted, request
 from lbsync.traffic.rollout.spec import Phase, RolloutSpec
+from lbsync.traffic.splits import SplitError
 
 pytestmark = pytest.mark.looptime
 
 HOST = "shop.example.com"
+START = {"blue": 100, "green": 0}
 FOREVER = 3600.0  # an interval no step outlasts in these tests: a gate or an operator ends it
 WAIT = 20.0  # seconds of real time for a condition to hold
 
@@ -100,10 +106,25 @@ VERSIONS = {"blue": "1.4", "green": "1.5"}
 
 @asynccontextmanager
 async def shop_in(
-    site: Site, etcd: EtcdServer, ports: dict[str, int], *, by: str = "tag"
+    site: Site,
+    etcd: EtcdServer,
+    ports: dict[str, int],
+    *,
+    by: str = "tag",
+    instances_in: Path | None = None,
 ) -> AsyncIterator[Shop]:
-    """The shop written to etcd: blue at 100 %, green (or version 1.5) at 0 %."""
-    site.write_config(source=f'[source.etcd]\nendpoints = ["{etcd.url}"]\n')
+    """The shop written to etcd: blue at 100 %, green (or version 1.5) at 0 %; its instances
+    in etcd too, or in a services file at `instances_in` (a second source)."""
+    source = f'[source.etcd]\nendpoints = ["{etcd.url}"]\n'
+    if instances_in is not None:
+        instances_in.parent.mkdir(parents=True, exist_ok=True)
+        found = {
+            name: {"address": "127.0.0.1", "port": port, "tags": [name.split("-")[0]]}
+            for name, port in ports.items()
+        }
+        instances_in.write_text(services_toml({"shop": {"instances": found}}))
+        source += f'[source.file]\npath = "{instances_in}"\n'
+    site.write_config(source=source)
     config = site.config()
     groups = {"blue": 100, "green": 0} if by == "tag" else {"1.4": 100, "1.5": 0}
     with real_time() as there:
@@ -117,7 +138,7 @@ async def shop_in(
             shop = Shop(
                 there, site, config, client, EtcdStore(client, "lbsync/"), following, ports, by
             )
-            for name in ports:
+            for name in ports if instances_in is None else ():
                 await shop.put_instance(name)
             await there.call(following.__aenter__())
             yield shop
@@ -271,3 +292,136 @@ async def test_pause_resume_and_abort_from_another_process(quiet_shop: Shop) -> 
         await task
     assert (await shop.get("split"))["groups"] == {"blue": 100, "green": 0}
     assert (await shop.record())["phase"] == "aborted"
+
+
+def until_share(share: float) -> Callable[[dict[str, Any]], bool]:
+    """A record predicate: the rollout wrote the step giving this share."""
+    return lambda record: record.get("phase") == "running" and record.get("share") == share
+
+
+async def assert_reverted(shop: Shop, phase: str, *message: str) -> None:
+    """The split is back where the rollout started and the record ended as `phase`."""
+    assert (await shop.get("split"))["groups"] == START
+    record = await shop.record()
+    assert record["phase"] == phase, record
+    for fragment in message:
+        assert fragment in record["message"], record
+
+
+async def assert_not_blocked(shop: Shop) -> None:
+    """A new rollout starts and runs to its end."""
+    spec = RolloutSpec(service="shop", to="green", steps=(100,), interval=1)
+    await shop.rollout(spec, io.StringIO()).run()
+    assert (await shop.get("split"))["groups"] == {"blue": 0, "green": 100}
+    assert (await shop.record())["phase"] == "done"
+
+
+async def test_a_source_that_fails_mid_rollout_reverts(
+    etcd: EtcdServer, haproxy_site: tuple[Site, HAProxy], tmp_path: Path
+) -> None:
+    """The instances come from a services file; removing its directory ends that source's
+    watch (a failure; an unreadable file would only be an unusable snapshot, the last good
+    state kept as the daemon keeps it), and the gates must not go on reading what it left."""
+    services = tmp_path / "conf" / "services.toml"
+    ports = {"blue-1": 9101, "green-1": 9102}
+    async with shop_in(haproxy_site[0], etcd, ports, instances_in=services) as shop:
+        spec = RolloutSpec(service="shop", to="green", steps=(10, 50, 100), interval=FOREVER)
+        task = asyncio.create_task(shop.rollout(spec, io.StringIO()).run())
+        await shop.until_record(until_share(10), "the rollout at 10 %")
+        shutil.rmtree(services.parent)
+        with pytest.raises(SourceUnusable, match="directory removed"):
+            await task
+        await assert_reverted(shop, "reverted", "a source failed", "split reverted")
+
+
+async def test_a_store_failing_mid_rollout_is_retried_and_the_split_reverted(
+    quiet_shop: Shop, etcd: EtcdServer
+) -> None:
+    shop = quiet_shop
+    spec = RolloutSpec(service="shop", to="green", steps=(10, 100), interval=FOREVER)
+    output = io.StringIO()
+    task = asyncio.create_task(shop.rollout(spec, output).run())
+    await shop.until_record(until_share(10), "the rollout at 10 %")
+    etcd.freeze()  # requests hang until the client's 3 s timeout: a store that does not answer
+    try:
+        await shop.there.until(
+            lambda: task.done() or "retrying the store" in output.getvalue(),
+            WAIT,
+            "the rollout retrying the store",
+        )
+    finally:
+        etcd.thaw()
+    with pytest.raises(StoreError):
+        await task
+    await assert_reverted(shop, "reverted", "split reverted")
+    await assert_not_blocked(shop)
+
+
+async def test_a_store_gone_for_longer_than_the_retries_leaves_a_record_abort_clears(
+    quiet_shop: Shop, etcd: EtcdServer
+) -> None:
+    shop = quiet_shop
+    spec = RolloutSpec(service="shop", to="green", steps=(10, 100), interval=FOREVER)
+    task = asyncio.create_task(shop.rollout(spec, io.StringIO()).run())
+    await shop.until_record(until_share(10), "the rollout at 10 %")
+    etcd.kill()
+    with pytest.raises(StoreError, match="lbsync rollout abort shop"):
+        await task
+    etcd.start()
+    assert (await shop.record())["phase"] == "running"
+    store = StoreThere(shop.store, shop.there)
+    answer = await request(store, "shop", Phase.ABORTING)
+    assert "no running rollout answered" in answer and "split reverted" in answer
+    await assert_reverted(shop, "aborted", "split reverted")
+    await assert_not_blocked(shop)
+
+
+async def test_a_cancelled_rollout_reverts_and_the_cancellation_propagates(
+    quiet_shop: Shop,
+) -> None:
+    shop = quiet_shop
+    spec = RolloutSpec(service="shop", to="green", steps=(10, 100), interval=FOREVER)
+    task = asyncio.create_task(shop.rollout(spec, io.StringIO()).run())
+    await shop.until_record(until_share(10), "the rollout at 10 %")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await assert_reverted(shop, "aborted", "interrupted", "split reverted")
+    await assert_not_blocked(shop)
+
+
+async def killed_runner(shop: Shop) -> None:
+    """`lbsync rollout` at its first step, then killed (SIGKILL): nothing of it cleans up."""
+    runner = shop.site.start_lbsync(
+        *("rollout", "shop", "--to", "green", "--steps", "10,100", "--interval", "1h")
+    )
+    try:
+        await shop.until_record(until_share(10), "the killed rollout at 10 %")
+    finally:
+        runner.kill()
+        runner.communicate(timeout=10)
+
+
+async def test_an_abort_no_runner_answers_reverts_the_split_itself(quiet_shop: Shop) -> None:
+    shop = quiet_shop
+    await killed_runner(shop)
+    answer = await request(StoreThere(shop.store, shop.there), "shop", Phase.ABORTING)
+    assert "no running rollout answered in 10s" in answer, answer
+    await assert_reverted(shop, "aborted", "split reverted")
+    await assert_not_blocked(shop)
+
+
+async def test_a_record_left_by_a_dead_runner_says_how_to_clear_it_and_abort_does(
+    quiet_shop: Shop,
+) -> None:
+    shop = quiet_shop
+    await killed_runner(shop)
+    left = {**await shop.record(), "updated": time.time() - 3600}  # as if killed an hour ago
+    await shop.there.call(shop.client.put("lbsync/services/shop/rollout", json.dumps(left)))
+    spec = RolloutSpec(service="shop", to="green", steps=(100,), interval=1)
+    with pytest.raises(SplitError, match="`lbsync rollout abort shop` reverts its split"):
+        await shop.rollout(spec, io.StringIO()).run()
+    answer = await request(StoreThere(shop.store, shop.there), "shop", Phase.ABORTING)
+    assert "its runner silent for 36" in answer and "split reverted" in answer, answer
+    await assert_reverted(shop, "aborted", "split reverted")
+    await assert_not_blocked(shop)

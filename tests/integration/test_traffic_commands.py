@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import signal
+import subprocess
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +16,7 @@ import pytest
 from support.consul import consul_binary, running_agent
 from support.etcd import EtcdServer
 from support.site import Site
+from support.waiting import async_wait_until
 
 from lbsync.kv.etcd import EtcdClient
 
@@ -206,3 +211,64 @@ async def test_the_rollout_command_runs_its_steps_and_reports_completion(shop: S
         "rollout to green: 50%",
         "rollout to green: 100%",
     ]
+
+
+FIRST_STEP = ("rollout", "shop", "--to", "green", "--steps", "10,100", "--interval", "1h")
+
+
+async def interrupted(
+    runner: subprocess.Popen[str], record: Callable[[], Awaitable[dict[str, Any]]]
+) -> tuple[str, str]:
+    """Ctrl-C (SIGINT) to a rollout once it holds its first step: its stdout and stderr."""
+
+    async def at_first_step() -> bool:
+        found = await record()
+        return found.get("phase") == "running" and found.get("share") == 10
+
+    try:
+        await async_wait_until(at_first_step, 20, "the rollout at 10 %")
+    finally:
+        runner.send_signal(signal.SIGINT)
+        out, err = await asyncio.to_thread(runner.communicate, timeout=60)
+    return out, err
+
+
+async def test_ctrl_c_reverts_the_split_records_aborted_and_exits_1(shop: Shop) -> None:
+    async def record() -> dict[str, Any]:
+        return dict(await shop.get("rollout") or {})
+
+    runner = shop.site.start_lbsync(*FIRST_STEP)
+    out, err = await interrupted(runner, record)
+    assert runner.returncode == 1, err
+    assert "interrupted; split reverted to where the rollout started" in out
+    assert (await shop.get("split"))["groups"] == {"blue": 100, "green": 0}
+    assert (await record())["phase"] == "aborted"
+
+
+async def test_ctrl_c_reverts_a_split_kept_in_consul(tmp_path: Path) -> None:
+    if consul_binary() is None:
+        pytest.fail("consul is not installed: run scripts/install-system.sh --with-test-servers")
+    with running_agent(tmp_path / "consul") as agent:
+        await agent.kv_put("lbsync/services/shop/route", {"hosts": [HOST]})
+        await agent.kv_put("lbsync/services/shop/split", {"groups": {"blue": 100, "green": 0}})
+        await agent.register("shop", "blue-1", 9101, "blue")
+        await agent.register("shop", "green-1", 9102, "green")
+        site = Site(root=tmp_path / "site", kind="haproxy", port=9)
+        site.write_config(source=f'[source.consul]\naddresses = ["{agent.address}"]\nwait = "2s"\n')
+
+        async def stored() -> dict[str, Any]:
+            entries = await agent.call("GET", "/v1/kv/lbsync/services/shop/?recurse")
+            return {
+                entry["Key"].rsplit("/", 1)[1]: json.loads(base64.b64decode(entry["Value"]))
+                for entry in entries
+            }
+
+        async def record() -> dict[str, Any]:
+            return dict((await stored()).get("rollout") or {})
+
+        runner = site.start_lbsync(*FIRST_STEP)
+        out, err = await interrupted(runner, record)
+        assert runner.returncode == 1, err
+        assert "split reverted to where the rollout started" in out
+        assert (await stored())["split"]["groups"] == {"blue": 100, "green": 0}
+        assert (await record())["phase"] == "aborted"

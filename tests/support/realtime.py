@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from lbsync.haproxy.stats import ErrorCounts, StatsReader
 from lbsync.kv.store import Store, Versioned
+from support.waiting import async_wait_until
 
 _T = TypeVar("_T")
 
@@ -43,6 +44,15 @@ class RealTime:
     async def call(self, work: Coroutine[Any, Any, _T]) -> _T:
         """Run a coroutine here and await its result from another loop."""
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self.loop))
+
+    async def until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        """Wait here, in real time, until a cheap condition holds. Polling from the fake-clock
+        loop instead would move its clock at every poll, under the code being waited for."""
+
+        async def holds() -> bool:
+            return condition()
+
+        await self.call(async_wait_until(holds, timeout, what))
 
 
 @contextmanager

@@ -107,6 +107,15 @@ class Site:
         assert process.returncode is not None
         return process.returncode, out.decode(), err.decode()
 
+    def start_lbsync(self, *args: str) -> subprocess.Popen[str]:
+        """The real command line started in the background (a rollout to interrupt or kill)."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "lbsync", "-c", str(self.config_path), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
     def lbsync(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run the real `lbsync` command line against this site."""
         return subprocess.run(

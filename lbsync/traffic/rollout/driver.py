@@ -2,9 +2,14 @@
 
 Before each step and throughout each interval the gates must hold (`gates.py`). A gate that
 fails writes the split back to where the rollout started and the command exits non-zero, like
-Nomad's auto_revert; so does an abort from another terminal. Each step gives the target group
-its share; the other groups (the default group included) keep their proportions of the rest,
-as at the start (`spec.step_split`).
+Nomad's auto_revert; so does every other way a rollout stops before its end: an abort from
+another terminal, a source that failed (its watcher ended: the gates would read a state that no
+longer follows it), the store failing, a split changed by someone else, Ctrl-C (the task
+cancelled). The split is never left mid-way with the record `running` while this process can
+reach the store: an unreachable store is retried for `STORE_PATIENCE` seconds first; after
+that the record is left to `lbsync rollout abort`, which reverts it (record.py). Each step gives
+the target group its share; the other groups (the default group included) keep their
+proportions of the rest, as at the start (`spec.step_split`).
 
 Every wait is on the event loop's clock (`loop.time()`, `asyncio.sleep`), so tests run a
 rollout of many intervals on a fake clock.
@@ -14,15 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Protocol
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
+from lbsync.common.backoff import Backoff
 from lbsync.core.groups import BY_TAG
 from lbsync.core.state import DesiredState, ServiceState, build
 from lbsync.haproxy.stats import ErrorCounts
-from lbsync.kv.store import Store
-from lbsync.model.keys import split_key
+from lbsync.kv.store import Store, StoreError
 from lbsync.model.values import HealthMode
-from lbsync.sources.follow import Following
+from lbsync.sources.follow import Following, SourceUnusable
 from lbsync.traffic.rollout.gates import (
     GateFailed,
     check_errors,
@@ -30,9 +38,33 @@ from lbsync.traffic.rollout.gates import (
     eligible_in,
     members,
 )
-from lbsync.traffic.rollout.record import CONTROL_POLL, Aborted, RolloutRecord
-from lbsync.traffic.rollout.spec import Phase, RolloutSpec, step_split
+from lbsync.traffic.rollout.record import (
+    CONTROL_POLL,
+    STORE_PATIENCE,
+    Aborted,
+    RolloutRecord,
+)
+from lbsync.traffic.rollout.revert import revert_split
+from lbsync.traffic.rollout.spec import ENDED, Phase, RolloutSpec, step_split
 from lbsync.traffic.splits import Current, SplitError, read, write
+
+STORE_RETRY = Backoff(first=0.5, cap=5.0)
+CLOCK_SLACK = 1e-3
+"""An interval ends within this: a float remainder of its deadline smaller than the loop's
+clock resolution would be slept as nothing, over and over (a fake clock never moves on)."""
+STOPPED = (GateFailed, Aborted, SourceUnusable, SplitError, StoreError)
+"""What ends a rollout before its last step and is raised again once the split is back."""
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where the rollout left the split: the revision of its last write, and the step it was
+    writing (None between writes), so a revert touches only the rollout's own split."""
+
+    revision: int
+    writing: dict[str, Any] | None = None
 
 
 class Progress(Protocol):
@@ -92,28 +124,39 @@ class Rollout:
         self.progress = progress
 
     async def run(self) -> None:
-        """Every step through the gates, or revert and raise `GateFailed` or `Aborted`."""
+        """Every step through the gates, then `done`; stopped before that (`STOPPED`, or
+        cancelled), the split back where it started and the error raised again."""
         start = await read(self.store, self.spec.service)
-        record = RolloutRecord(self.store, self.spec, start.value)
+        record = RolloutRecord(self.store, self.spec, start.value, split_revision=start.revision)
         await record.claim()
         by = str((start.value or {}).get("by", BY_TAG))
-        revision = start.revision
+        place = Place(start.revision)
         try:
             self._check_health(by)
             for number, share in enumerate(self.spec.steps, 1):
                 if share in self.spec.pause_at:
                     await self._pause(record, share, by)
                 self._check_health(by)
-                revision = await self._write_step(start, revision, share)
-                await record.publish(Phase.RUNNING, step=number, share=share)
+                value = step_split(start.value, self.spec.to, share)
+                place = Place(place.revision, writing=value)
+                place = Place(await self._write_step(place.revision, value, share))
+                await record.publish(
+                    Phase.RUNNING, step=number, share=share, split_revision=place.revision
+                )
                 self.progress.line(
                     f"step {number}/{len(self.spec.steps)}: {self.spec.to} at {share:g}%"
                 )
                 await self._hold(record, share, by, last=number == len(self.spec.steps))
-        except (GateFailed, Aborted) as error:
-            await self._revert(record, start, revision=revision, error=error)
+            await record.publish(Phase.DONE, message="reached the last step")
+        except STOPPED as error:
+            phase = Phase.ABORTED if isinstance(error, Aborted) else Phase.REVERTED
+            failed = isinstance(error, StoreError)
+            await self._end(record, start, place, phase=phase, why=str(error), store=failed)
             raise
-        await record.publish(Phase.DONE, message="reached the last step")
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            with contextlib.suppress(StoreError):  # said on the progress; left to `abort`
+                await self._end(record, start, place, phase=Phase.ABORTED, why="interrupted")
+            raise
 
     def _service(self) -> ServiceState | None:
         return self.states.state().service(self.spec.service)
@@ -123,9 +166,10 @@ class Rollout:
         check_health(eligible, group=self.spec.to, min_healthy=self.spec.min_healthy)
         return eligible
 
-    async def _write_step(self, start: Current, revision: int, share: float) -> int:
-        """Write one step's split; the split's new revision."""
-        value = step_split(start.value, self.spec.to, share)
+    async def _write_step(self, revision: int, value: dict[str, Any], share: float) -> int:
+        """Write one step's split over the rollout's own (at `revision`); the split's new
+        revision (0 when another write followed at once: the next step or a revert then sees
+        someone else's split)."""
         current = await read(self.store, self.spec.service)
         if current.revision != revision:
             raise GateFailed(
@@ -140,8 +184,8 @@ class Rollout:
             reason=self.spec.reason or f"rollout to {self.spec.to}: {share:g}%",
             current=current,
         )
-        found = await self.store.get(split_key(self.spec.service))
-        return found.revision if found else 0
+        written = await read(self.store, self.spec.service)
+        return written.revision if written.value == value else 0
 
     async def _hold(self, record: RolloutRecord, share: float, by: str, *, last: bool) -> None:
         """Keep checking the gates for one interval (the last step: one interval too)."""
@@ -149,10 +193,10 @@ class Rollout:
         servers = {server.name for server in members(self._service(), by, self.spec.to)}
         before = await self.stats.counts(self.spec.service, servers)
         deadline = loop.time() + self.spec.interval
-        while (remaining := deadline - loop.time()) > 0:
+        while (remaining := deadline - loop.time()) > CLOCK_SLACK:
             await asyncio.sleep(min(CONTROL_POLL, remaining))
-            if await record.control() is Phase.ABORTING:
-                raise Aborted("aborted by an operator")
+            await _controlled(record)
+            await record.beat()
             eligible = self._check_health(by)
             reading = await self.stats.counts(self.spec.service, servers)
             ratio, total = check_errors(
@@ -168,32 +212,82 @@ class Rollout:
         self.progress.line(f"paused before {share:g}%: lbsync rollout resume {self.spec.service}")
         while True:
             await asyncio.sleep(CONTROL_POLL)
-            phase = await record.control()
-            if phase is Phase.RUNNING:
+            if await _controlled(record) is Phase.RUNNING:
                 self.progress.line("resumed")
                 return
-            if phase is Phase.ABORTING:
-                raise Aborted("aborted by an operator")
+            await record.beat()
             self._check_health(by)
 
-    async def _revert(
-        self, record: RolloutRecord, start: Current, *, revision: int, error: Exception
+    async def _end(
+        self,
+        record: RolloutRecord,
+        start: Current,
+        place: Place,
+        *,
+        phase: Phase,
+        why: str,
+        store: bool = False,
     ) -> None:
-        current = await read(self.store, self.spec.service)
-        phase = Phase.ABORTED if isinstance(error, Aborted) else Phase.REVERTED
-        if current.revision == revision and start.value is not None:
-            await write(
-                self.store,
-                self.spec.service,
-                start.value,
-                known=set(start.value.get("groups", {})),
-                expect_revision=None,
-                reason=f"rollout reverted: {error}",
-                current=current,
+        """Put the split back where the rollout started and record `phase`, retrying an
+        unreachable store for up to `STORE_PATIENCE` seconds (`store`: the store failure is
+        why); `StoreError` when it never answered (the record is then left for `abort`)."""
+        if store:
+            self.progress.line(
+                f"{why}; reverting, retrying the store for up to {STORE_PATIENCE:g}s"
             )
-            message = f"{error}; split reverted to where the rollout started"
-        else:
-            message = f"{error}; split left as it is (someone else changed it)"
+        deadline = asyncio.get_running_loop().time() + STORE_PATIENCE
+        outcome: str | None = None
+        try:
+            outcome = await _patiently(
+                lambda: revert_split(
+                    self.store,
+                    self.spec.service,
+                    start=start.value,
+                    revision=place.revision,
+                    writing=place.writing,
+                    reason=f"rollout reverted: {why}",
+                ),
+                deadline,
+            )
+            message = f"{why}; {outcome}"
+            with contextlib.suppress(SplitError):
+                await _patiently(lambda: record.finish(phase, message), deadline)
+        except StoreError as error:
+            silent = f"the store did not answer for {STORE_PATIENCE:g}s"
+            silent += "" if store else f" ({error})"  # a store error as `why` says it already
+            clear = f"once it answers, `lbsync rollout abort {self.spec.service}`"
+            message = (
+                f"{why}; {silent}: the split may be left mid-way and the record running; "
+                f"{clear} reverts it"
+                if outcome is None
+                else f"{why}; {outcome}, but {silent} to record it; {clear} clears the record"
+            )
+            self.progress.line(message)
+            raise StoreError(message) from error
         self.progress.line(message)
-        with contextlib.suppress(Aborted, SplitError):
-            await record.publish(phase, message=message)
+
+
+async def _controlled(record: RolloutRecord) -> Phase | None:
+    """The phase another process wrote, if any; `Aborted` for an abort or an ending."""
+    phase = await record.control()
+    if phase is Phase.ABORTING:
+        raise Aborted("aborted by an operator")
+    if phase in ENDED:
+        raise Aborted("ended by another process")
+    return phase
+
+
+async def _patiently(action: Callable[[], Awaitable[_T]], deadline: float) -> _T:
+    """`action()`, tried again after each `StoreError` until `deadline` (the loop's clock)."""
+    loop = asyncio.get_running_loop()
+    rng = random.Random()
+    failures = 0
+    while True:
+        try:
+            return await action()
+        except StoreError:
+            failures += 1
+            delay = STORE_RETRY.delay(failures, rng=rng)
+            if loop.time() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
