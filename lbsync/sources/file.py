@@ -9,8 +9,8 @@
 A file that cannot be read or is not valid TOML leaves the last good state in force; an entry
 that breaks the contract is refused with the file and the entry named, and the others apply.
 The watch is on the file's directory: once that directory is removed (or removed and made
-again), no later change would be seen, so the source ends with `WatchLost` rather than go on
-serving a state that silently stopped following the file.
+again) the watch sees nothing more, so the source says so with an unusable snapshot (the last
+good state stays in force), waits for the directory to be there again, and watches it anew.
 """
 
 from __future__ import annotations
@@ -120,8 +120,9 @@ def read_snapshot(path: Path, *, source: str = "file") -> Snapshot:
     )
 
 
-class WatchLost(OSError):
-    """The services file's directory was removed: changes to the file are no longer seen."""
+def _nearer(directory: Path, ancestor: Path) -> bool:
+    """Whether a directory between `ancestor` and `directory` exists now (watch it instead)."""
+    return any(parent.is_dir() for parent in directory.parents if ancestor in parent.parents)
 
 
 class FileSource:
@@ -136,15 +137,33 @@ class FileSource:
         return f"file:{self.path}"
 
     async def snapshots(self) -> AsyncIterator[Snapshot]:
-        """Snapshots of the file, repeats dropped; `WatchLost` once its directory is removed."""
+        """Snapshots of the file, repeats dropped; while its directory is gone, one unusable
+        snapshot, then the file again once the directory is back."""
         last: Snapshot | None = None
-        async for removed in changes([self.path]):
-            if removed:
-                raise WatchLost(
-                    f"{removed[0]}: directory removed; "
-                    "changes to the services file are no longer seen"
-                )
-            snapshot = read_snapshot(self.path, source=self.name)
-            if snapshot != last:
-                last = snapshot
-                yield snapshot
+        while True:
+            async for removed in changes([self.path]):
+                if removed:
+                    break
+                snapshot = read_snapshot(self.path, source=self.name)
+                if snapshot != last:
+                    last = snapshot
+                    yield snapshot
+            gone = Snapshot(
+                source=self.name,
+                usable=False,
+                error=f"{self.path.parent}: directory removed; watching again once it is back",
+            )
+            if gone != last:
+                last = gone
+                yield gone
+            await self._directory_back()
+
+    async def _directory_back(self) -> None:
+        """Wait until the file's directory exists again: watch its nearest existing ancestor
+        (a removed directory cannot be watched) and look again on every change there."""
+        directory = self.path.parent
+        while not directory.is_dir():
+            ancestor = next(parent for parent in directory.parents if parent.is_dir())
+            async for _ in changes([ancestor / directory.name]):
+                if directory.is_dir() or not ancestor.is_dir() or _nearer(directory, ancestor):
+                    break

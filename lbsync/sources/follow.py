@@ -152,10 +152,19 @@ class Following:
         self.catalog()  # raises a source's failure
 
     def catalog(self) -> Catalog:
-        """The merged catalog now; raises what ended a source's task."""
+        """The merged catalog now, for a decision that must not rest on stale state (a
+        rollout's gates): raises what ended a source's task, and `SourceUnusable` while a
+        source is unusable (its last good state, which the daemon keeps serving, may no longer
+        be true)."""
         for task in self._tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise SourceUnusable(f"a source failed: {task.exception()}") from task.exception()
+        unusable = [s for s in self.views.snapshots if s is not None and not s.usable]
+        if unusable:
+            raise SourceUnusable(
+                f"source {unusable[0].source} is unusable ({unusable[0].error}): "
+                "what it last said may no longer be true"
+            )
         return self.views.catalog()
 
     async def _stop(self) -> None:

@@ -1,5 +1,5 @@
-"""The services file followed through its directory's watch: a watch that can no longer see
-changes ends the source with an error, never in silence."""
+"""The services file followed through its directory's watch: a directory removed (or removed
+and made again) is said, never silent, and the file is followed again once it is back."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from lbsync.sources.file import FileSource, WatchLost
+from lbsync.sources.file import FileSource
 
 SERVICES = '[services.shop.route]\nhosts = ["shop.example.com"]\n'
+LATER = '[services.shop.route]\nhosts = ["later.example.com"]\n'
 WAIT = 10.0
 
 
@@ -27,7 +28,7 @@ def replace(directory: Path) -> None:
 
 
 @pytest.mark.parametrize("change", [remove, replace], ids=["removed", "replaced"])
-async def test_the_source_fails_once_its_directory_is_removed_or_replaced(
+async def test_a_removed_directory_is_reported_and_followed_again_once_it_is_back(
     tmp_path: Path, change: Callable[[Path], None]
 ) -> None:
     directory = tmp_path / "conf"
@@ -37,9 +38,21 @@ async def test_the_source_fails_once_its_directory_is_removed_or_replaced(
     try:
         assert (await anext(snapshots)).usable
         change(directory)
-        with pytest.raises(WatchLost, match="no longer seen"):
-            async with asyncio.timeout(WAIT):
-                async for _ in snapshots:  # the file's removal may come first, unusable
-                    pass
+        async with asyncio.timeout(WAIT):
+            gone = await anext(snapshots)
+            while gone.usable or "directory removed" not in (gone.error or ""):
+                gone = await anext(snapshots)  # the file's removal may come first, unusable
+        assert str(directory) in (gone.error or "")
+        directory.mkdir(exist_ok=True)
+        (directory / "services.toml").write_text(LATER)
+        async with asyncio.timeout(WAIT):
+            back = await anext(snapshots)
+            while not back.usable:
+                back = await anext(snapshots)
+        assert "later.example.com" in str(dict(back.entries))
+        (directory / "services.toml").write_text(SERVICES)  # and later edits are seen again
+        async with asyncio.timeout(WAIT):
+            edited = await anext(snapshots)
+        assert "shop.example.com" in str(dict(edited.entries))
     finally:
         await snapshots.aclose()  # type: ignore[attr-defined]

@@ -319,9 +319,9 @@ async def assert_not_blocked(shop: Shop) -> None:
 async def test_a_source_that_fails_mid_rollout_reverts(
     etcd: EtcdServer, haproxy_site: tuple[Site, HAProxy], tmp_path: Path
 ) -> None:
-    """The instances come from a services file; removing its directory ends that source's
-    watch (a failure; an unreadable file would only be an unusable snapshot, the last good
-    state kept as the daemon keeps it), and the gates must not go on reading what it left."""
+    """The instances come from a services file; removing its directory makes that source
+    unusable (the daemon keeps its last good state), and the gates must not go on judging by
+    what it said last."""
     services = tmp_path / "conf" / "services.toml"
     ports = {"blue-1": 9101, "green-1": 9102}
     async with shop_in(haproxy_site[0], etcd, ports, instances_in=services) as shop:
@@ -331,7 +331,7 @@ async def test_a_source_that_fails_mid_rollout_reverts(
         shutil.rmtree(services.parent)
         with pytest.raises(SourceUnusable, match="directory removed"):
             await task
-        await assert_reverted(shop, "reverted", "a source failed", "split reverted")
+        await assert_reverted(shop, "reverted", "is unusable", "split reverted")
 
 
 async def test_a_store_failing_mid_rollout_is_retried_and_the_split_reverted(
