@@ -45,7 +45,10 @@ async def run(argv: Sequence[str], *, timeout: float) -> Finished:
         stderr=asyncio.subprocess.STDOUT,
     )
     try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout)
+        # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancellation that arrives as
+        # the call it wraps ends, and a stopping daemon must stop
+        async with asyncio.timeout(timeout):
+            output, _ = await process.communicate()
     except TimeoutError:
         output, returncode = b"", None
     else:

@@ -49,7 +49,8 @@ async def quiesce(
                 if wait <= 0:
                     break
                 try:
-                    await asyncio.wait_for(arrived.wait(), wait)
+                    async with asyncio.timeout(wait):  # not wait_for: it can drop a cancel
+                        await arrived.wait()
                 except TimeoutError:
                     break
             yield latest.pop()
