@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from enum import StrEnum
@@ -18,15 +19,19 @@ _Choice = TypeVar("_Choice", bound=StrEnum)
 
 
 def parse_duration(value: object, what: str) -> float:
-    """Seconds from a number or a string like `250ms`, `2s`, `1.5m`."""
+    """Seconds from a number or a string like `250ms`, `2s`, `1.5m`; finite (a TOML `nan` or
+    `inf`, or digits past a float's range, would make a wait that never ends or compares
+    false with everything)."""
     if isinstance(value, bool):
         raise ConfigError(f"{what}: must be a duration, got {value!r}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        seconds = float(value) if abs(value) < 1e300 else math.inf
     elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     else:
-        raise ConfigError(f"{what}: must be a duration such as 500ms or 2s, got {value!r}")
+        raise ConfigError(f"{what}: must be a duration such as 500ms or 2s, got {value!r:.80}")
+    if not math.isfinite(seconds):
+        raise ConfigError(f"{what}: must be a finite duration, got {value!r:.80}")
     if seconds < 0:
         raise ConfigError(f"{what}: must not be negative")
     return seconds
