@@ -14,6 +14,7 @@ import asyncio
 import multiprocessing
 import os
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,8 @@ _CONTEXT.set_forkserver_preload(["lbsync.cli.main"])
 
 @dataclass(frozen=True)
 class Finished:
-    """A command's exit status (None: killed at the timeout) and output."""
+    """A command's exit status (None: it did not end in time, or died without one) and
+    output."""
 
     status: int | None
     stdout: str
@@ -32,7 +34,9 @@ class Finished:
 
 def _child(argv: list[str], environ: dict[str, str], cwd: str, output: str) -> None:
     """In the forked process: the environment, directory and output files, then `main()`.
-    An exception escaping it is printed by multiprocessing as the interpreter does (exit 1)."""
+    The exit status goes to a file (the forkserver's own report of it can come back as 255
+    when a child ends very quickly); an exception escaping `main()` is printed as the
+    interpreter prints it."""
     os.environ.clear()
     os.environ.update(environ)
     os.chdir(cwd)
@@ -42,7 +46,18 @@ def _child(argv: list[str], environ: dict[str, str], cwd: str, output: str) -> N
         os.close(target)
     from lbsync.cli.main import main
 
-    sys.exit(main(argv))
+    status = 1
+    try:
+        status = main(argv)
+    except SystemExit as stop:  # argparse's exit
+        status = stop.code if isinstance(stop.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        Path(f"{output}.status").write_text(str(status))
+    os._exit(status)
 
 
 async def run_main(
@@ -53,12 +68,12 @@ async def run_main(
     process = _CONTEXT.Process(target=_child, args=(argv, environ, str(cwd), output))
     process.start()
     await asyncio.to_thread(process.join, timeout)
-    status = process.exitcode
-    if status is None:
+    if process.exitcode is None:
         process.kill()
         await asyncio.to_thread(process.join, 10)
+    written = Path(f"{output}.status")
     return Finished(
-        status=status,
+        status=int(written.read_text()) if written.exists() else None,
         stdout=Path(f"{output}.stdout").read_text(errors="replace"),
         stderr=Path(f"{output}.stderr").read_text(errors="replace"),
     )
