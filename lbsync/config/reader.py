@@ -56,10 +56,13 @@ class Reader:
             raise ConfigError(f"{self.name(unknown[0])}: unknown setting")
 
     def text(self, key: str, default: str | None = None) -> str:
-        """A non-empty string."""
+        """A non-empty string without NUL (paths, names, signals and URLs are C strings to the
+        system: a NUL would fail later, in whatever opens, runs or sends it)."""
         value = self.table.get(key, default)
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{self.name(key)}: must be a non-empty string, got {value!r}")
+        if "\x00" in value:
+            raise ConfigError(f"{self.name(key)}: must not contain a NUL character")
         return value
 
     def optional_text(self, key: str) -> str | None:
@@ -80,6 +83,8 @@ class Reader:
         value = self.table.get(key, list(default))
         if not isinstance(value, list) or not all(isinstance(a, str) and a for a in value):
             raise ConfigError(f"{self.name(key)}: must be a list of non-empty strings (argv)")
+        if any("\x00" in item for item in value):
+            raise ConfigError(f"{self.name(key)}: must not contain a NUL character")
         return tuple(value)
 
     def duration(self, key: str, default: float) -> float:
