@@ -132,7 +132,7 @@ def _spec(arguments: argparse.Namespace, service: str) -> RolloutSpec:
         interval=interval,
         min_healthy=arguments.min_healthy,
         max_error_rate=arguments.max_error_rate,
-        pause_at=parse_steps(arguments.pause_at) if arguments.pause_at else (),
+        pause_at=parse_steps(arguments.pause_at, "--pause-at") if arguments.pause_at else (),
         reason=arguments.reason,
     )
 
