@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import sys
+import urllib.parse
 from collections.abc import Sequence
 
 from lbsync.cli import commands, logformat, traffic
@@ -31,8 +32,29 @@ from lbsync.sources.follow import SourceUnusable
 from lbsync.traffic.splits import ConcurrentChange, SplitError
 
 
+def _api_url(text: str) -> str:
+    """`--api`: an http(s) URL of a host, with a port or a path prefix and nothing else."""
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 (reading it checks the port)
+    except ValueError:  # a bracket left open, a port out of range
+        parts = urllib.parse.urlsplit("")
+    if (
+        not text.isprintable()
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+    ):
+        raise UsageError(f"--api: expected http(s)://host:port, got {text!r}")
+    return text
+
+
 async def _status(arguments: argparse.Namespace) -> int:
-    url = arguments.api or url_from_listen(load(arguments.config).api_listen)
+    if arguments.api:
+        url = _api_url(arguments.api)
+    else:
+        url = url_from_listen(load(arguments.config).api_listen)
     document = await fetch_status(url)
     if arguments.json:
         print(json.dumps(document, indent=2))
