@@ -56,11 +56,17 @@ async def _status(arguments: argparse.Namespace) -> int:
     else:
         url = url_from_listen(load(arguments.config).api_listen)
     document = await fetch_status(url)
-    if arguments.json:
-        print(json.dumps(document, indent=2))
-    else:
-        sys.stdout.write(format_status(document, url))
-    return EXIT_OK if in_step(document) else EXIT_FAILED
+    try:
+        text = (
+            json.dumps(document, indent=2) + "\n"
+            if arguments.json
+            else format_status(document, url)
+        )
+        answer = EXIT_OK if in_step(document) else EXIT_FAILED
+    except (KeyError, TypeError, AttributeError, ValueError) as error:  # fields of other shapes
+        raise StatusUnavailable(f"{url}: not an lbsync status document ({error!r})") from error
+    sys.stdout.write(text)
+    return answer
 
 
 async def _command(arguments: argparse.Namespace) -> int:
