@@ -459,8 +459,22 @@ def targets(scratch: Path) -> tuple[TargetConfig, ...]:
 VALIDATORS = {"haproxy": ("haproxy", "-c", "-q", "-f"), "nginx": ("nginx", "-t", "-q", "-c")}
 
 
+NGINX_LONG_HOST: dict[str, Any] = {
+    "0": (
+        {
+            "hosts": ["0" * 5 + "." + "0" * 7 + "." + "0" * 12 + "." + "0" * 20],
+            "path": "/",
+            "balance": "roundrobin",
+        },
+        None,
+        {},
+    )
+}
+
+
 @RENDERED
 @given(catalog=catalogs)
+@example(catalog=NGINX_LONG_HOST)  # found: nginx refused a host name of 47 characters
 def test_whatever_the_catalog_holds_haproxy_and_nginx_accept_the_rendered_file(
     targets: tuple[TargetConfig, ...], catalog: dict[str, Any]
 ) -> None:
