@@ -66,6 +66,10 @@ CONTROL = ("\n", "\r", "\x00", "\x1b", "\x7f", "\u2028")  # what settings (free 
 ETCD_PROGRESS = ("--experimental-watch-progress-notify-interval", "1s")
 
 
+# 64 hosts of 253 characters, the most and the longest a route may hold
+LONGEST_HOSTS = [f"{n:02d}" + ("." + "h" * 61) * 4 + ".hh" for n in range(64)]
+
+
 def deep(levels: int) -> str:
     return "[" * levels + "]" * levels
 
@@ -279,6 +283,15 @@ FILE_ENTRIES = [
         (at_file("bogus"), "unknown section"),
         (at_file("services", "shop", "instances", "unknown-field"), "unknown field(s): colour"),
         (at_file("services", "shop", "colour"), "unknown key"),
+    ),
+    case(
+        "hosts past the contract's bounds beside hosts at them",
+        table("services", "edge-many", "route", hosts=[f"h{n}.example.com" for n in range(64)])
+        + table("services", "edge-long", "route", path="/long", hosts=LONGEST_HOSTS)
+        + table("services", "edge-over", "route", hosts=[f"h{n}.example.org" for n in range(65)])
+        + table("services", "edge-longer", "route", hosts=["a" * 64 + ".example.com"]),
+        (at_file("services", "edge-over", "route"), "more than 64"),
+        (at_file("services", "edge-longer", "route"), "must be a DNS host name"),
     ),
     case(
         "a TOML date",
