@@ -22,6 +22,7 @@ strings), so NUL cases are in the sources and the config file only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -791,9 +792,9 @@ def timing(request: pytest.FixtureRequest) -> Iterator[None]:
     """The module's wall time, printed when it ends."""
     started = time.monotonic()
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"\n{Path(__file__).name}: {time.monotonic() - started:.1f} s")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print(f"\n{Path(__file__).name}: {time.monotonic() - started:.1f} s")
 
 
 @pytest.fixture(scope="module")
