@@ -88,7 +88,9 @@ texts = st.one_of(
     any_text,
     st.sampled_from(["", "{", '{"a": ' + HUGE + "}", "[" * 5000, '{"a": 1, "a": 2}', "\x00"]),
 )
-names = st.one_of(st.sampled_from(["shop", "Shop", "a.b", "-x", ""]), any_text)
+names = st.integers(0, 3).flatmap(
+    lambda n: st.sampled_from(["shop", "Shop", "a.b", "i-1"]) if n else st.just("-x") | any_text
+)
 contract_keys = st.one_of(
     st.sampled_from(
         [
@@ -110,9 +112,15 @@ contract_keys = st.one_of(
 )
 
 
+def weighted(valid: st.SearchStrategy[Any], odds: int) -> st.SearchStrategy[Any]:
+    """`valid` `odds` times out of `odds + 1`, else any tree (`one_of` would give each
+    strategy once, however often it is listed)."""
+    return st.integers(0, odds).flatmap(lambda n: valid if n else trees)
+
+
 def near(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     """Mostly what a field takes, sometimes anything at all."""
-    return st.one_of(valid, valid, trees)
+    return weighted(valid, 3)
 
 
 instances = st.fixed_dictionaries(
@@ -120,11 +128,10 @@ instances = st.fixed_dictionaries(
     optional={
         "address": near(st.sampled_from(["127.0.0.1", "::1", "fe80::1%eth0", "db.example.com"])),
         "port": near(st.integers(-5, 70_000)),
-        "tags": near(st.lists(any_text, max_size=3)),
-        "meta": near(st.dictionaries(any_text, any_text, max_size=3)),
+        "tags": near(st.lists(st.sampled_from(["blue", "green"]) | any_text, max_size=3)),
+        "meta": near(st.dictionaries(st.just("version") | any_text, any_text, max_size=3)),
         "weight": near(st.integers(-5, 70_000) | st.floats()),
         "health": near(st.sampled_from(["passing", "warning", "critical", "maintenance"])),
-        "colour": st.just("red"),
     },
 )
 splits = st.fixed_dictionaries(
@@ -175,8 +182,13 @@ def assert_each_key_accounted_for(
         assert key.split("/")[-1] in ("rollout", "split-history"), key
 
 
+raw_pairs = st.one_of(
+    st.tuples(contract_keys, texts), shaped.map(lambda pair: (pair[0], json_text(pair[1])))
+)
+
+
 @QUICK
-@given(st.dictionaries(contract_keys, texts, max_size=6))
+@given(st.lists(raw_pairs, max_size=6).map(dict))
 def test_parse_raw_turns_any_text_into_entries_and_named_refusals(raw: dict[str, str]) -> None:
     entries, rejected = parse_raw(raw, describe=describe)
     assert_each_key_accounted_for({key for key in raw if is_contract_key(key)}, entries, rejected)
@@ -320,44 +332,48 @@ def test_a_services_file_of_any_text_is_unusable_naming_it_or_accounts_for_every
 
 # ---- arbitrary health answers --------------------------------------------------------------
 
-answers = st.lists(
-    st.one_of(
-        trees,
-        st.fixed_dictionaries(
-            {
-                "Node": near(
-                    st.fixed_dictionaries({"Node": near(any_text), "Address": near(any_text)})
-                ),
-                "Service": near(
-                    st.fixed_dictionaries(
-                        {},
-                        optional={
-                            "ID": near(st.sampled_from(["a", "b", "a:b"]) | any_text),
-                            "Address": near(st.sampled_from(["", "10.0.0.1"]) | any_text),
-                            "Port": near(st.integers(-5, 70_000)),
-                            "Tags": near(st.lists(any_text, max_size=3)),
-                            "Meta": near(st.dictionaries(any_text, any_text, max_size=3)),
-                            "Weights": near(
-                                st.fixed_dictionaries({"Passing": leaves, "Warning": leaves})
-                            ),
-                        },
-                    )
-                ),
-                "Checks": near(
-                    st.lists(
-                        st.fixed_dictionaries(
-                            {},
-                            optional={
-                                "CheckID": near(any_text),
-                                "Status": near(any_text),
-                                "ServiceID": near(any_text),
-                            },
-                        ),
-                        max_size=3,
-                    )
-                ),
-            }
+
+def often(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Nearly always what a field takes: for parts every instance needs."""
+    return weighted(valid, 6)
+
+
+services = st.fixed_dictionaries(
+    {
+        "ID": often(st.sampled_from(["a", "b", "c:1", "d@e"])),
+        "Port": often(st.integers(1, 65535) | st.sampled_from([-1, 0, 65536])),
+    },
+    optional={
+        "Address": near(st.sampled_from(["", "10.0.0.1"]) | any_text),
+        "Tags": near(st.lists(st.just("blue") | any_text, max_size=3)),
+        "Meta": near(st.dictionaries(any_text, any_text, max_size=3)),
+        "Weights": near(
+            st.fixed_dictionaries({"Passing": st.integers(-1, 70_000), "Warning": leaves})
         ),
+    },
+)
+nodes = st.fixed_dictionaries(
+    {
+        "Node": often(st.sampled_from(["node-a", "node-b"])),
+        "Address": often(st.sampled_from(["10.0.0.9", "n.example.com"])),
+    }
+)
+node_checks = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "CheckID": near(st.just("serfHealth") | any_text),
+            "Status": near(st.sampled_from(["passing", "critical"]) | any_text),
+            "ServiceID": near(any_text),
+        },
+    ),
+    max_size=3,
+)
+answers = st.lists(
+    often(
+        st.fixed_dictionaries(
+            {"Node": often(nodes), "Service": often(services), "Checks": near(node_checks)}
+        )
     ),
     max_size=5,
 )
@@ -365,6 +381,7 @@ answers = st.lists(
 
 @QUICK
 @given(nodes=answers)
+@example(nodes=[None, None])  # found: an item that is not an object fell to the catch-all
 def test_any_health_answer_maps_to_instances_and_named_refusals(nodes: list[Any]) -> None:
     view = service_view("shop", nodes)
     assert not nodes or view.entries or view.rejected
@@ -372,6 +389,8 @@ def test_any_health_answer_maps_to_instances_and_named_refusals(nodes: list[Any]
         assert key.startswith("services/shop/instances/")
     for _, rejection in view.rejected:
         assert rejection.where.startswith("consul service shop instance "), rejection
+        # a part of the wrong shape is refused for what it is, not by the catch-all
+        assert "cannot be read" not in rejection.message, rejection
 
 
 # ---- whatever the catalog holds, the proxies accept the file -------------------------------
