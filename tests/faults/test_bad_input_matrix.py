@@ -10,8 +10,10 @@ pass `haproxy -c` and `nginx -t`, that no bad text reached them, that HAProxy ne
 reload and that the daemon still runs; then it removes its keys.
 
 Command-line cases (`split set`, `register`, `rollout`, `status --api`, `render --target`,
-lbsync.toml, `LBSYNC_*` variables) run the real `lbsync` command, a few at a time, each with
-its own store prefix and directory: the exit status the README gives, a message naming the
+lbsync.toml, `LBSYNC_*` variables) run the command line's `main()`, each in a process of its
+own forked from one that imported lbsync once (tests/support/commandline.py: start-up is most
+of a command's time here), a few at a time, each with its own store prefix and directory
+against a real etcd: the exit status the README gives, a message naming the
 argument, file or setting, no traceback, and nothing written to the store or the destination.
 An argument or variable cannot carry a NUL byte (the kernel's argv and environment are C
 strings), so NUL cases are in the sources and the config file only.
@@ -58,6 +60,8 @@ from support.worlds import (
     unexpected,
     unmatched,
 )
+
+from lbsync.daemon.status import Status
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -894,7 +898,7 @@ async def run_source_case(world: World, source_case: SourceCase) -> None:
     failed = world.proxy.failed_reloads()
     share = world.next_share()
     weight = green_weight(share)
-    named = getattr(world.input, "named", "")
+    named = world.input.named
     refused = tuple(
         (where.replace("<file>", named).replace("<name>", world.source_name), reason)
         for where, reason in source_case.refused
@@ -904,7 +908,7 @@ async def run_source_case(world: World, source_case: SourceCase) -> None:
         if source_case.unusable is not None:
             reason = source_case.unusable
 
-            def reported(status: Any) -> bool:
+            def reported(status: Status) -> bool:
                 source = status.sources[0]
                 error = source.error or ""
                 return not source.usable and named in error and reason in error
