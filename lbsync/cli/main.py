@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import sys
+import urllib.parse
 from collections.abc import Sequence
 
 from lbsync.cli import commands, logformat, traffic
@@ -31,16 +32,43 @@ from lbsync.sources.follow import SourceUnusable
 from lbsync.traffic.splits import ConcurrentChange, SplitError
 
 
+def _api_url(text: str) -> str:
+    """`--api`: an http(s) URL of a host, with a port or a path prefix and nothing else."""
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 (reading it checks the port)
+    except ValueError:  # a bracket left open, a port out of range
+        parts = urllib.parse.urlsplit("")
+    if (
+        not text.isprintable()
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+    ):
+        raise UsageError(f"--api: expected http(s)://host:port, got {text!r}")
+    return text
+
+
 async def _status(arguments: argparse.Namespace) -> int:
     # With --api the configuration is optional; when it exists, its API token is sent.
     config = None if arguments.api and not arguments.config.exists() else load(arguments.config)
-    url = arguments.api or url_from_listen(config.api.listen if config else "")
-    document = await fetch_status(url, token=config.api.token if config else None)
-    if arguments.json:
-        print(json.dumps(document, indent=2))
+    if arguments.api:
+        url = _api_url(arguments.api)
     else:
-        sys.stdout.write(format_status(document, url))
-    return EXIT_OK if in_step(document) else EXIT_FAILED
+        url = url_from_listen(config.api.listen if config else "")
+    document = await fetch_status(url, token=config.api.token if config else None)
+    try:
+        text = (
+            json.dumps(document, indent=2) + "\n"
+            if arguments.json
+            else format_status(document, url)
+        )
+        answer = EXIT_OK if in_step(document) else EXIT_FAILED
+    except (KeyError, TypeError, AttributeError, ValueError) as error:  # fields of other shapes
+        raise StatusUnavailable(f"{url}: not an lbsync status document ({error!r})") from error
+    sys.stdout.write(text)
+    return answer
 
 
 async def _command(arguments: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from lbsync import __version__
@@ -13,6 +14,21 @@ from lbsync.cli.logformat import FORMATS
 
 DEFAULT_CONFIG = "lbsync.toml"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _one_of(choices: tuple[str, ...], variable: str) -> Callable[[str], str]:
+    """A value among `choices`. argparse checks `choices` only for what is on the command line,
+    not for a default, and these defaults come from the environment; so the check is the
+    option's type, which argparse applies to a string default too."""
+
+    def checked(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(
+                f"must be one of {', '.join(choices)} (from the option or {variable}), got {text!r}"
+            )
+        return text
+
+    return checked
 
 
 def _common(*, defaults: bool) -> argparse.ArgumentParser:
@@ -33,13 +49,14 @@ def _common(*, defaults: bool) -> argparse.ArgumentParser:
     common.add_argument(
         "--log-level",
         default=default(os.environ.get("LBSYNC_LOG_LEVEL", "info")),
-        choices=LOG_LEVELS,
+        type=_one_of(LOG_LEVELS, "LBSYNC_LOG_LEVEL"),
+        help=f"{', '.join(LOG_LEVELS)} (default: $LBSYNC_LOG_LEVEL or info)",
     )
     common.add_argument(
         "--log-format",
         default=default(os.environ.get("LBSYNC_LOG_FORMAT", "text")),
-        choices=FORMATS,
-        help="text (default) or json: one JSON object per line",
+        type=_one_of(FORMATS, "LBSYNC_LOG_FORMAT"),
+        help="text (default) or json: one JSON object per line ($LBSYNC_LOG_FORMAT)",
     )
     return common
 

@@ -23,6 +23,9 @@ async def register_command(config: Config, arguments: argparse.Namespace) -> int
     etcd = config.etcd_source
     if etcd is None:
         raise ConfigError("source.etcd: `register` needs an etcd source")
+    malformed = [item for item in arguments.meta if "=" not in item]
+    if malformed:
+        raise UsageError(f"register: --meta {malformed[0]!r}: expected KEY=VALUE")
     meta = dict(item.partition("=")[::2] for item in arguments.meta)
     try:
         value = instance_value(

@@ -6,7 +6,6 @@ never disagree; formatting is pure (`format_status`) so it is tested without a d
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +15,9 @@ from lbsync.config import parse_listen
 from lbsync.model.text import shown
 
 JSON = dict[str, Any]
+STATUS_FIELDS = frozenset(
+    {"now", "ready", "not_ready", "cycles", "sources", "services", "targets", "rejected"}
+)
 
 
 class StatusUnavailable(Exception):
@@ -41,7 +43,9 @@ REFUSALS = {
 
 
 async def fetch_status(base_url: str, *, token: str | None = None, timeout: float = 5.0) -> JSON:
-    """GET `/v1/status` from a daemon, with the API's bearer token when there is one."""
+    """GET `/v1/status` from a daemon, with the API's bearer token when there is one;
+    StatusUnavailable when what answers is not one (a port that another server took answers
+    too)."""
     url = base_url.rstrip("/") + "/v1/status"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
@@ -54,10 +58,14 @@ async def fetch_status(base_url: str, *, token: str | None = None, timeout: floa
                 raise StatusUnavailable(
                     f"{url}: HTTP {response.status}" + (f": {why}" if why else "")
                 )
-            document: JSON = await response.json()
-            return document
-    except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as error:
+            document: object = await response.json()
+    except (aiohttp.ClientError, TimeoutError) as error:
         raise StatusUnavailable(f"{url}: {error or 'timed out'}") from error
+    except (ValueError, RecursionError) as error:  # not JSON, or nested past the stack
+        raise StatusUnavailable(f"{url}: not an lbsync status document ({error})") from error
+    if not isinstance(document, dict) or not set(document) >= STATUS_FIELDS:
+        raise StatusUnavailable(f"{url}: not an lbsync status document")
+    return document
 
 
 def in_step(document: JSON) -> bool:

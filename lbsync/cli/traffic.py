@@ -125,6 +125,14 @@ def _spec(arguments: argparse.Namespace, service: str) -> RolloutSpec:
         interval = parse_duration(arguments.interval, "--interval")
     except ConfigError as error:
         raise SplitError(str(error)) from error
+    # the gates compare with these: a nan or a negative count would hold every time
+    if not 0 <= arguments.max_error_rate <= 1:
+        raise SplitError(
+            "--max-error-rate: must be a fraction from 0 to 1 (0.05 = 5 %), "
+            f"got {arguments.max_error_rate}"
+        )
+    if arguments.min_healthy < 0:
+        raise SplitError(f"--min-healthy: must be 0 or more, got {arguments.min_healthy}")
     return RolloutSpec(
         service=service,
         to=arguments.to,
@@ -132,7 +140,7 @@ def _spec(arguments: argparse.Namespace, service: str) -> RolloutSpec:
         interval=interval,
         min_healthy=arguments.min_healthy,
         max_error_rate=arguments.max_error_rate,
-        pause_at=parse_steps(arguments.pause_at) if arguments.pause_at else (),
+        pause_at=parse_steps(arguments.pause_at, "--pause-at") if arguments.pause_at else (),
         reason=arguments.reason,
     )
 

@@ -45,9 +45,13 @@ SECRETS: Final = frozenset({("source", "etcd", "password"), ("source", "consul",
 
 
 def _env_value(text: str) -> Any:
+    """The variable's text as a TOML value, else as a string. tomllib raises more than its
+    decode error: a plain ValueError for an integer of thousands of digits and RecursionError
+    for arrays nested a thousand deep; those texts are strings too, for the setting to refuse
+    by name."""
     try:
         return tomllib.loads(f"value = {text}")["value"]
-    except tomllib.TOMLDecodeError:
+    except (ValueError, RecursionError):  # TOMLDecodeError is a ValueError
         return text
 
 

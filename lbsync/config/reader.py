@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from enum import StrEnum
@@ -18,15 +19,19 @@ _Choice = TypeVar("_Choice", bound=StrEnum)
 
 
 def parse_duration(value: object, what: str) -> float:
-    """Seconds from a number or a string like `250ms`, `2s`, `1.5m`."""
+    """Seconds from a number or a string like `250ms`, `2s`, `1.5m`; finite (a TOML `nan` or
+    `inf`, or digits past a float's range, would make a wait that never ends or compares
+    false with everything)."""
     if isinstance(value, bool):
         raise ConfigError(f"{what}: must be a duration, got {value!r}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        seconds = float(value) if abs(value) < 1e300 else math.inf
     elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     else:
-        raise ConfigError(f"{what}: must be a duration such as 500ms or 2s, got {value!r}")
+        raise ConfigError(f"{what}: must be a duration such as 500ms or 2s, got {value!r:.80}")
+    if not math.isfinite(seconds):
+        raise ConfigError(f"{what}: must be a finite duration, got {value!r:.80}")
     if seconds < 0:
         raise ConfigError(f"{what}: must not be negative")
     return seconds
@@ -51,10 +56,13 @@ class Reader:
             raise ConfigError(f"{self.name(unknown[0])}: unknown setting")
 
     def text(self, key: str, default: str | None = None) -> str:
-        """A non-empty string."""
+        """A non-empty string without NUL (paths, names, signals and URLs are C strings to the
+        system: a NUL would fail later, in whatever opens, runs or sends it)."""
         value = self.table.get(key, default)
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{self.name(key)}: must be a non-empty string, got {value!r}")
+        if "\x00" in value:
+            raise ConfigError(f"{self.name(key)}: must not contain a NUL character")
         return value
 
     def optional_text(self, key: str) -> str | None:
@@ -75,6 +83,8 @@ class Reader:
         value = self.table.get(key, list(default))
         if not isinstance(value, list) or not all(isinstance(a, str) and a for a in value):
             raise ConfigError(f"{self.name(key)}: must be a list of non-empty strings (argv)")
+        if any("\x00" in item for item in value):
+            raise ConfigError(f"{self.name(key)}: must not contain a NUL character")
         return tuple(value)
 
     def duration(self, key: str, default: float) -> float:

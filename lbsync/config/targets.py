@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.resources
 import os
 import re
+import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -78,11 +79,14 @@ def target_name(table: Mapping[str, Any], index: int) -> str:
 def _reload(reader: Reader, kind: TargetKind, state_file: Path | None) -> ReloadConfig:
     reader.check_known({"method", "socket", "pidfile", "signal", "argv", "timeout"})
     method = reader.choice("method", ReloadMethod, ReloadMethod.NONE)
+    signal_name = reader.text("signal", _SIGNALS[kind]).upper().removeprefix("SIG")
+    if f"SIG{signal_name}" not in signal.Signals.__members__:
+        raise ConfigError(f"{reader.name('signal')}: no signal named {signal_name!r}")
     config = ReloadConfig(
         method=method,
         socket=reader.optional_path("socket"),
         pidfile=reader.optional_path("pidfile"),
-        signal=reader.text("signal", _SIGNALS[kind]).upper().removeprefix("SIG"),
+        signal=signal_name,
         argv=reader.argv("argv", ()),
         timeout=reader.duration("timeout", 10.0),
         server_state_file=state_file if kind is TargetKind.HAPROXY else None,

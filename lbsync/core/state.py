@@ -142,7 +142,15 @@ def _route_keys(route: Route) -> list[tuple[str, str]]:
     return [(host, route.path) for host in route.hosts] or [("", route.path)]
 
 
-def _without_conflicts(specs: tuple[ServiceSpec, ...]) -> tuple[list[ServiceSpec], list[Rejection]]:
+def _where(origins: dict[str, tuple[str, ...]], service: str, key: str) -> str:
+    """A refusal's place after the merge: the sources holding the service's keys, and the key."""
+    sources = origins.get(service, ())
+    return f"{', '.join(sources)} {key}" if sources else key
+
+
+def _without_conflicts(
+    specs: tuple[ServiceSpec, ...], origins: dict[str, tuple[str, ...]]
+) -> tuple[list[ServiceSpec], list[Rejection]]:
     """Drop the route of a service whose (host, path) another service (earlier by name) owns."""
     owners: dict[tuple[str, str], str] = {}
     kept: list[ServiceSpec] = []
@@ -155,7 +163,7 @@ def _without_conflicts(specs: tuple[ServiceSpec, ...]) -> tuple[list[ServiceSpec
         if clash is not None:
             refused.append(
                 Rejection(
-                    where=f"services/{spec.name}/route",
+                    where=_where(origins, spec.name, f"services/{spec.name}/route"),
                     message=f"host and path already routed to service {clash}; not exposed",
                 )
             )
@@ -168,7 +176,7 @@ def _without_conflicts(specs: tuple[ServiceSpec, ...]) -> tuple[list[ServiceSpec
 
 
 def _without_case_clashes(
-    specs: tuple[ServiceSpec, ...],
+    specs: tuple[ServiceSpec, ...], origins: dict[str, tuple[str, ...]]
 ) -> tuple[tuple[ServiceSpec, ...], list[Rejection]]:
     """Drop a service whose name differs from an earlier one (by name) only in case: nginx
     compares upstream names without case, so `Web` and `web` would make it refuse every file."""
@@ -180,7 +188,7 @@ def _without_case_clashes(
         if folded in seen:
             refused.append(
                 Rejection(
-                    where=f"services/{spec.name}",
+                    where=_where(origins, spec.name, f"services/{spec.name}"),
                     message=f"differs from service {seen[folded]} only in case (nginx upstream "
                     "names ignore case); not used",
                 )
@@ -193,8 +201,9 @@ def _without_case_clashes(
 
 def build(catalog: Catalog, mode: HealthMode = HealthMode.PASSING) -> DesiredState:
     """The desired state of a catalog under a health mode."""
-    distinct, clashes = _without_case_clashes(catalog.services)
-    specs, conflicts = _without_conflicts(distinct)
+    origins = dict(catalog.origins)
+    distinct, clashes = _without_case_clashes(catalog.services, origins)
+    specs, conflicts = _without_conflicts(distinct, origins)
     return DesiredState(
         services=tuple(_service_state(spec, mode) for spec in specs),
         settings=catalog.settings,

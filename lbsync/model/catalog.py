@@ -76,11 +76,16 @@ def merge(snapshots: Sequence[Snapshot]) -> Catalog:
             owner[key] = snapshot.source
         for key, text in snapshot.raw:
             raw.setdefault(key, text)
+    origins: dict[str, dict[str, None]] = {}
+    for key, entry in chosen.items():
+        if not isinstance(entry, Setting):
+            origins.setdefault(entry.service, {})[owner[key]] = None
     return Catalog(
         services=_services(chosen.values()),
         settings=tuple(sorted((e for e in chosen.values() if isinstance(e, Setting)), key=_key)),
         raw=tuple(sorted(raw.items())),
         rejected=tuple(rejected),
+        origins=tuple(sorted((name, tuple(sources)) for name, sources in origins.items())),
     )
 
 

@@ -11,7 +11,8 @@ on it (a value that did would end the daemon's task group):
   exhaust Python's stack;
 - at most `MAX_ITEMS` items and `MAX_VALUE_BYTES` characters of text in all, so one value
   cannot make a cycle slow;
-- only JSON's types (a TOML date is not one).
+- only JSON's types (a TOML date is not one);
+- no object with the same name twice (readers disagree on which one counts).
 """
 
 from __future__ import annotations
@@ -44,6 +45,19 @@ def _finite(text: str) -> float:
 
 def _refuse_constant(constant: str) -> object:
     raise ContractError(f"not valid JSON: {constant} is not a JSON number")
+
+
+def _unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """An object whose names are all different: `json` keeps the last of two equal names,
+    another reader may keep the first, so `{"blue": 90, "blue": 10}` has no one meaning."""
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise ContractError(f"the name {name!r} appears twice in one object")
+            seen.add(name)
+    return value
 
 
 def check_bounds(value: object) -> None:
@@ -86,7 +100,11 @@ def decode_json(text: str | bytes) -> object:
         raise ContractError(f"a value of {len(text):,} bytes, more than {MAX_VALUE_BYTES:,}")
     try:
         value = json.loads(
-            text, parse_constant=_refuse_constant, parse_float=_finite, parse_int=_integer
+            text,
+            object_pairs_hook=_unique,
+            parse_constant=_refuse_constant,
+            parse_float=_finite,
+            parse_int=_integer,
         )
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ContractError(f"not valid JSON: {error}") from error

@@ -174,12 +174,15 @@ class ServiceSpec:
 
 @dataclass(frozen=True)
 class Catalog:
-    """The merged input of the desired state: services, settings, raw keys and refusals."""
+    """The merged input of the desired state: services, settings, raw keys and refusals, and
+    for each service the sources that hold its keys (configuration order), so that a refusal
+    made after the merge names them."""
 
     services: tuple[ServiceSpec, ...] = ()
     settings: tuple[Setting, ...] = ()
     raw: tuple[tuple[str, str], ...] = ()
     rejected: tuple[Rejection, ...] = field(default=())
+    origins: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 class HealthMode(StrEnum):

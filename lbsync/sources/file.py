@@ -107,16 +107,22 @@ def read_snapshot(path: Path, *, source: str = "file") -> Snapshot:
         return f"{path} [{key.replace('/', '.')}]"
 
     entries, rejected = parse_values(values, describe=describe)
-    structural = tuple(
-        (key, Rejection(where=describe(key), message=message)) for key, message in problems
-    )
     for key, value in values.items():
         raw.setdefault(key, _json_or_str(value))
+    # as etcd's and Consul's keys (`decode_raw`): a key name with a control character never
+    # reaches a template, where `kv.ls` would print it
+    problems += [(key, "the key holds a control character") for key in raw if not key.isprintable()]
+    refused = {key for key, _ in rejected}
+    structural = tuple(
+        (key, Rejection(where=describe(key), message=message))
+        for key, message in problems
+        if key not in refused
+    )
     return Snapshot(
         source=source,
         entries=entries,
         rejected=tuple(sorted(rejected + structural, key=lambda pair: pair[0])),
-        raw=tuple(sorted(raw.items())),
+        raw=tuple(sorted((key, text) for key, text in raw.items() if key.isprintable())),
     )
 
 

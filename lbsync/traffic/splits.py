@@ -43,10 +43,13 @@ class Current:
 
 
 def parse_assignments(pairs: list[str]) -> dict[str, float]:
-    """`["blue=90", "green=10"]` as group shares; SplitError naming a malformed pair."""
+    """`["blue=90", "green=10"]` as group shares; SplitError naming a malformed pair or a
+    group given twice (`blue=90 blue=10` is a typo, not a change of mind)."""
     groups: dict[str, float] = {}
     for pair in pairs:
         name, sep, share = pair.partition("=")
+        if name in groups:
+            raise SplitError(f"{pair!r}: group {name!r} given twice")
         try:
             groups[name] = float(share) if sep else float("nan")
         except ValueError:

@@ -115,7 +115,7 @@ def test_a_second_service_on_the_same_host_and_path_is_not_exposed() -> None:
     beta = state.service("beta")
     assert beta is not None and beta.route is None
     assert [(r.where, r.message) for r in state.rejected] == [
-        ("services/beta/route", "host and path already routed to service alpha; not exposed"),
+        ("test services/beta/route", "host and path already routed to service alpha; not exposed"),
     ]
 
 

@@ -166,7 +166,7 @@ def service_view(service: str, nodes: Sequence[Mapping[str, Any]]) -> ServiceVie
         where = f"consul service {service} instance {_printable_id(raw_id)}"
         try:
             instance_id = checks.instance_id(raw_id)
-            checks_found = item.get("Checks")
+            checks_found = _table(item).get("Checks")
             health = instance_health(
                 [_table(one) for one in checks_found] if isinstance(checks_found, list) else [],
                 service_id,
@@ -183,7 +183,7 @@ def service_view(service: str, nodes: Sequence[Mapping[str, Any]]) -> ServiceVie
                     "meta": _kept_meta(
                         registration.get("Meta"), where=where, notes=rejected, key=key
                     ),
-                    "weight": instance_weight(registration.get("Weights"), health),
+                    "weight": instance_weight(_table(registration.get("Weights")), health),
                     "health": health.value,
                 },
             )

@@ -61,12 +61,12 @@ def step_split(start: dict[str, Any] | None, to: str, share: float) -> dict[str,
     return value
 
 
-def parse_steps(text: str) -> tuple[float, ...]:
-    """`5,25,50,100` as rising shares from 0 to 100."""
+def parse_steps(text: str, what: str = "--steps") -> tuple[float, ...]:
+    """`5,25,50,100` as rising shares from 0 to 100; errors name `what` (the option)."""
     try:
         steps = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError as error:
-        raise SplitError(f"--steps: numbers separated by commas, got {text!r}") from error
+        raise SplitError(f"{what}: numbers separated by commas, got {text!r}") from error
     if not steps or any(not 0 < s <= 100 for s in steps) or list(steps) != sorted(set(steps)):
-        raise SplitError(f"--steps: rising shares above 0 and at most 100, got {text!r}")
+        raise SplitError(f"{what}: rising shares above 0 and at most 100, got {text!r}")
     return steps
