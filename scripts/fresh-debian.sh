@@ -172,8 +172,11 @@ cleanup() { podman rm -f -t 0 "$CONTAINER" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
 # --init reaps the daemons the demo and the tests leave behind, as a machine's init would;
-# /dev/shm as large as a machine's, not podman's 64 MB (Chromium uses it).
-RUN=(podman run -d --name "$CONTAINER" --init --network host --shm-size 1g -v "$SOURCE_GIT:/src:ro")
+# /dev/shm as large as a machine's, not podman's 64 MB (Chromium uses it); SYS_ADMIN lets root
+# mount as root on a machine can (the fault suite fills a small tmpfs and makes a directory
+# read-only with a bind mount).
+RUN=(podman run -d --name "$CONTAINER" --init --network host --shm-size 1g --cap-add SYS_ADMIN
+    -v "$SOURCE_GIT:/src:ro")
 LOCAL_CA=/usr/local/share/ca-certificates
 EXEC_ENV=()
 if [[ -n "$(find "$LOCAL_CA" -name '*.crt' 2>/dev/null | head -n1)" ]]; then
