@@ -91,35 +91,8 @@ for port in 8080 9180 9101 9102 9103; do
     fi
 done
 
-# The first URI of this machine's apt sources for the Debian archive ("main") or for its
-# security archive ("security"), from deb822 debian.sources or one-line sources.list.
-host_apt_uri() {
-    local kind=$1 deb822=/etc/apt/sources.list.d/debian.sources oneline=/etc/apt/sources.list
-    if [[ -f $deb822 ]]; then
-        awk -v kind="$kind" '
-            function flush() {
-                if (!done && uri != "" && deb && !disabled && security == (kind == "security")) {
-                    print uri; done = 1
-                }
-                uri = ""; deb = 0; security = 0; disabled = 0
-            }
-            /^[[:space:]]*$/ { flush(); next }
-            tolower($1) == "types:" { for (i = 2; i <= NF; i++) if ($i == "deb") deb = 1 }
-            tolower($1) == "uris:" { uri = $2 }
-            tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i ~ /-security$/) security = 1 }
-            tolower($1) == "enabled:" && tolower($2) == "no" { disabled = 1 }
-            END { flush() }
-        ' "$deb822"
-    elif [[ -f $oneline ]]; then
-        awk -v kind="$kind" '
-            $1 == "deb" {
-                i = 2
-                if ($2 ~ /^\[/) { while (i < NF && $i !~ /\]$/) i++; i++ }
-                if (($(i + 1) ~ /-security$/) == (kind == "security")) { print $i; exit }
-            }
-        ' "$oneline"
-    fi
-}
+# shellcheck source=lib/apt-sources.sh
+source "$REPO_ROOT/scripts/lib/apt-sources.sh"
 
 build_image() {
     local main security
@@ -138,22 +111,7 @@ build_image() {
             bookworm "$ROOTFS" "$main"
     fi
 
-    # A stock Debian 12 image has no sources.list, only this deb822 file (which
-    # scripts/install-consul.sh reads); debootstrap leaves a one-line sources.list instead.
-    rm -f "$ROOTFS/etc/apt/sources.list"
-    cat >"$ROOTFS/etc/apt/sources.list.d/debian.sources" <<SOURCES
-Types: deb
-URIs: $main
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb
-URIs: $security
-Suites: bookworm-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SOURCES
+    write_debian_sources "$ROOTFS" "$main" "$security"
 
     log "importing $ROOTFS as $IMAGE"
     tar -C "$ROOTFS" -c . | podman import -q - "$IMAGE" >/dev/null
