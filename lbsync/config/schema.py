@@ -33,6 +33,7 @@ class ReloadMethod(StrEnum):
     MASTER_CLI = "master-cli"
     SIGNAL = "signal"
     COMMAND = "command"
+    DOCKER = "docker"
     NONE = "none"
 
 
@@ -47,6 +48,18 @@ class ReloadConfig:
     argv: tuple[str, ...] = ()
     timeout: float = 10.0
     server_state_file: Path | None = None
+    # method docker: the proxy's container, and the engine's API ("" = $DOCKER_HOST or the
+    # engine's default socket)
+    container: str = ""
+    docker_host: str = ""
+
+    @property
+    def master_socket(self) -> Path | None:
+        """HAProxy's master CLI, where this reload method knows it: runtime commands and the
+        confirmation of a reload go through it."""
+        if self.method in (ReloadMethod.MASTER_CLI, ReloadMethod.DOCKER):
+            return self.socket
+        return None
 
 
 @dataclass(frozen=True)

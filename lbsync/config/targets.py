@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import importlib.util
 import os
 import re
 import signal
@@ -19,6 +20,8 @@ TEMPLATES_DIR: Final = Path(str(importlib.resources.files("lbsync.templates")))
 SHIPPED_TEMPLATES: Final = {TargetKind.HAPROXY: "haproxy.cfg.j2", TargetKind.NGINX: "nginx.conf.j2"}
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# what Docker and podman accept as a container name (or an id)
+_CONTAINER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 VALIDATORS: Final = {
     TargetKind.HAPROXY: ("haproxy", "-c", "-f", "{staged}"),
     TargetKind.NGINX: ("nginx", "-t", "-q", "-c", "{staged}"),
@@ -77,7 +80,9 @@ def target_name(table: Mapping[str, Any], index: int) -> str:
 
 
 def _reload(reader: Reader, kind: TargetKind, state_file: Path | None) -> ReloadConfig:
-    reader.check_known({"method", "socket", "pidfile", "signal", "argv", "timeout"})
+    reader.check_known(
+        {"method", "socket", "pidfile", "signal", "argv", "timeout", "container", "docker_host"}
+    )
     method = reader.choice("method", ReloadMethod, ReloadMethod.NONE)
     signal_name = reader.text("signal", _SIGNALS[kind]).upper().removeprefix("SIG")
     if f"SIG{signal_name}" not in signal.Signals.__members__:
@@ -90,17 +95,42 @@ def _reload(reader: Reader, kind: TargetKind, state_file: Path | None) -> Reload
         argv=reader.argv("argv", ()),
         timeout=reader.duration("timeout", 10.0),
         server_state_file=state_file if kind is TargetKind.HAPROXY else None,
+        container=reader.optional_text("container") or "",
+        docker_host=reader.optional_text("docker_host") or "",
     )
     required = {
         ReloadMethod.MASTER_CLI: ("socket", config.socket),
         ReloadMethod.SIGNAL: ("pidfile", config.pidfile),
         ReloadMethod.COMMAND: ("argv", config.argv),
+        ReloadMethod.DOCKER: ("container", config.container),
     }
     if method in required and not required[method][1]:
         raise ConfigError(f"{reader.name(required[method][0])}: required by method {method}")
     if method is ReloadMethod.MASTER_CLI and kind is not TargetKind.HAPROXY:
         raise ConfigError(f"{reader.name('method')}: master-cli works only for haproxy targets")
+    if method is ReloadMethod.DOCKER:
+        _check_docker(reader, kind, config)
     return config
+
+
+def _check_docker(reader: Reader, kind: TargetKind, config: ReloadConfig) -> None:
+    """A `docker` reload needs the SDK, a container name the engine accepts, and a master
+    socket only where there is one (HAProxy's)."""
+    if importlib.util.find_spec("docker") is None:
+        raise ConfigError(
+            f"{reader.name('method')}: docker needs the docker package: "
+            "pip install 'lbsync[docker]' (the image has it)"
+        )
+    if not _CONTAINER.fullmatch(config.container):
+        raise ConfigError(
+            f"{reader.name('container')}: a container name or id "
+            f"(letters, digits, '_', '.' and '-'), not {config.container!r}"
+        )
+    if config.socket is not None and kind is not TargetKind.HAPROXY:
+        raise ConfigError(
+            f"{reader.name('socket')}: only HAProxy has a master socket; "
+            f"a {kind} container's reload is confirmed by its processes and logs"
+        )
 
 
 def _mode(reader: Reader) -> int:
@@ -117,11 +147,12 @@ def _mode(reader: Reader) -> int:
 def _runtime(reader: Reader, kind: TargetKind, reload: ReloadConfig) -> bool:
     """Whether runtime-only changes skip the reload: by default wherever HAProxy's master
     socket is known, since runtime commands must reach the current worker through it."""
-    possible = kind is TargetKind.HAPROXY and reload.method is ReloadMethod.MASTER_CLI
+    possible = kind is TargetKind.HAPROXY and reload.master_socket is not None
     runtime = reader.flag("runtime", possible)
     if runtime and not possible:
         raise ConfigError(
-            f"{reader.name('runtime')}: needs kind haproxy with reload method master-cli"
+            f"{reader.name('runtime')}: needs kind haproxy and HAProxy's master socket "
+            "(reload method master-cli, or docker with a socket)"
         )
     return runtime
 

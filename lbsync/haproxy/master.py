@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,12 +91,17 @@ async def _show_proc(socket: Path, deadline: float) -> ProcTable:
 
 
 async def reload(
-    socket: Path, *, timeout: float, save_state: Callable[[bytes], None] | None = None
+    socket: Path,
+    *,
+    timeout: float,
+    save_state: Callable[[bytes], None] | None = None,
+    trigger: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[int, ...]:
     """Reload through the master CLI and wait for a new worker (its pids are returned) or a
     failed count. `save_state` first receives the current worker's `show servers state`, for
     `load-server-state-from-file`: the new worker then starts with the servers' check results
-    instead of assuming them up."""
+    instead of assuming them up. `trigger` replaces the CLI's `reload` command (a USR2 sent to
+    the master's container, say); the master socket still confirms what happened."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     try:
@@ -107,9 +112,13 @@ async def reload(
                 save_state(text.encode())
     except (OSError, TimeoutError) as error:
         raise MasterUnreachable(f"master CLI {socket} unreachable: {error}") from error
-    # The master may drop this connection as it re-executes; `show proc` tells what happened.
-    with contextlib.suppress(OSError, TimeoutError):
-        await master_cli(socket, "reload")
+    if trigger is not None:
+        await trigger()
+    else:
+        # The master may drop this connection as it re-executes; `show proc` tells what
+        # happened.
+        with contextlib.suppress(OSError, TimeoutError):
+            await master_cli(socket, "reload")
     while True:
         after = await _show_proc(socket, deadline)
         if after.failed > before.failed:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from lbsync.config import Config, ReloadMethod, TargetKind
+from lbsync.config import Config, TargetKind
 from lbsync.haproxy.mastercli import master_cli
 
 STATS_SOCKET = "haproxy.sock"
@@ -66,8 +66,8 @@ class StatsReader:
         for target in config.targets:
             if target.kind is not TargetKind.HAPROXY:
                 continue
-            if target.reload.method is ReloadMethod.MASTER_CLI and target.reload.socket:
-                socket = target.reload.socket
+            if target.reload.master_socket is not None:
+                socket = target.reload.master_socket
                 self._command = lambda text, s=socket: master_cli(s, f"@1 {text}")
             else:
                 stats = target.run_dir / STATS_SOCKET

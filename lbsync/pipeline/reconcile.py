@@ -30,7 +30,13 @@ from lbsync.haproxy.runtime import (
 )
 from lbsync.pipeline import fsio, startup, validate
 from lbsync.pipeline.decision import Decision, Plan, Running, decide
-from lbsync.pipeline.reload import Reloaded, ReloadFailed, ReloadUnavailable, reload
+from lbsync.pipeline.reload import (
+    Reloaded,
+    ReloadFailed,
+    ReloadUnavailable,
+    engine_for,
+    reload,
+)
 from lbsync.pipeline.render import RenderError, render
 from lbsync.pipeline.report import ApplyReport, Outcome
 from lbsync.pipeline.templates import Compiled, compiled
@@ -105,8 +111,10 @@ class TargetRunner:
 
     def __init__(self, config: TargetConfig) -> None:
         self.config = config
-        socket = config.reload.socket
+        socket = config.reload.master_socket
         self.runtime = RuntimeApi(socket) if config.runtime and socket is not None else None
+        # one client of the container engine for the daemon's life (`reload = docker`)
+        self.engine = engine_for(config.reload)
         # None until the first cycle asks the proxy what it runs (`startup.py`)
         self.proxy: Proxy | None = None
         self._lock = asyncio.Lock()
@@ -116,6 +124,8 @@ class TargetRunner:
         """Drop the kept runtime API connection (at shutdown)."""
         if self.runtime is not None:
             self.runtime.close()
+        if self.engine is not None:
+            self.engine.close()
 
     def _layout(self, content: bytes) -> layout.Layout | None:
         """The layout of a file, for targets with a runtime API."""
@@ -252,7 +262,7 @@ class TargetRunner:
         if self.runtime is not None:
             self.runtime.close()  # the master re-executes: its connections do not survive
         try:
-            reloaded = await reload(self.config.reload)
+            reloaded = await reload(self.config.reload, engine=self.engine)
         except ReloadUnavailable as error:
             cycle.lap("reload", mark)
             report = cycle.report(Outcome.PENDING, decision.plan, error=f"{prefix}{error}")

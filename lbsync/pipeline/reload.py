@@ -1,9 +1,12 @@
-"""Applying a written file: the HAProxy master CLI, a signal to a pidfile, or a command.
+"""Applying a written file: the HAProxy master CLI, a signal (to a pidfile or a container),
+or a command.
 
 Each method confirms that the proxy took the new configuration:
 - master CLI: `reload`, confirmed by a new worker in `show proc` (`haproxy.master`);
 - signal: the master's children change (a new worker was forked) within the timeout;
-- command: its exit status.
+- command: its exit status;
+- docker: a signal to the proxy's container through the engine's API, confirmed by the master
+  CLI when HAProxy's master socket is shared, else by a new process in the container.
 `ReloadUnavailable` means the proxy could not be reached at all (not running yet): the new,
 valid file stays and the reload is retried. `ReloadFailed` means the proxy refused it.
 """
@@ -14,9 +17,11 @@ import asyncio
 import logging
 import os
 import signal as signals
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lbsync import containers
 from lbsync.common import processes, procinfo
 from lbsync.config import ReloadConfig, ReloadMethod
 from lbsync.haproxy import master
@@ -49,8 +54,14 @@ class Reloaded:
     detail: str
 
 
-async def reload_master_cli(socket: Path, timeout: float, state_file: Path | None) -> Reloaded:
-    """Reload through the master CLI, saving the server states first (see `haproxy.master`)."""
+async def reload_master_cli(
+    socket: Path,
+    timeout: float,
+    state_file: Path | None,
+    trigger: Callable[[], Awaitable[None]] | None = None,
+) -> Reloaded:
+    """Reload through the master CLI, saving the server states first (see `haproxy.master`);
+    `trigger`, when given, asks for the reload instead of the CLI's `reload` command."""
     started = asyncio.get_running_loop().time()
 
     def save_state(text: bytes) -> None:
@@ -64,13 +75,15 @@ async def reload_master_cli(socket: Path, timeout: float, state_file: Path | Non
             log.warning("cannot save HAProxy's server states to %s: %s", state_file, error)
 
     try:
-        workers = await master.reload(socket, timeout=timeout, save_state=save_state)
+        workers = await master.reload(
+            socket, timeout=timeout, save_state=save_state, trigger=trigger
+        )
     except master.MasterUnreachable as error:
         raise ReloadUnavailable(str(error)) from error
     except master.ReloadRefused as error:
         raise ReloadFailed(str(error)) from error
     return Reloaded(
-        method=ReloadMethod.MASTER_CLI,
+        method=ReloadMethod.MASTER_CLI if trigger is None else ReloadMethod.DOCKER,
         seconds=asyncio.get_running_loop().time() - started,
         detail=f"worker {','.join(map(str, workers))} serving",
     )
@@ -113,8 +126,48 @@ async def reload_command(argv: tuple[str, ...], timeout: float) -> Reloaded:
     return Reloaded(method=ReloadMethod.COMMAND, seconds=finished.seconds, detail=argv[0])
 
 
-async def reload(config: ReloadConfig) -> Reloaded | None:
-    """Apply the written file with the configured method; None when the method is `none`."""
+def engine_for(config: ReloadConfig) -> containers.Engine | None:
+    """The container engine a `docker` reload talks to (None for the other methods)."""
+    if config.method is not ReloadMethod.DOCKER:
+        return None
+    return containers.Engine(config.docker_host, timeout=config.timeout)
+
+
+async def reload_docker(config: ReloadConfig, engine: containers.Engine) -> Reloaded:
+    """Signal the proxy's container through the engine's API; confirmed by HAProxy's master
+    socket when it is shared, else by the container's processes and logs (`containers.confirm`)."""
+    try:
+        if config.socket is not None:
+            return await reload_master_cli(
+                config.socket,
+                config.timeout,
+                config.server_state_file,
+                trigger=lambda: engine.signal(config.container, config.signal),
+            )
+        started = asyncio.get_running_loop().time()
+        detail = await containers.signal_and_confirm(
+            engine, config.container, signal_name=config.signal, timeout=config.timeout
+        )
+    except (
+        containers.EngineUnreachable,
+        containers.ContainerUnknown,
+        containers.ContainerNotRunning,
+    ) as error:
+        raise ReloadUnavailable(str(error)) from error
+    except containers.EngineError as error:
+        raise ReloadFailed(str(error)) from error
+    return Reloaded(
+        method=ReloadMethod.DOCKER,
+        seconds=asyncio.get_running_loop().time() - started,
+        detail=detail,
+    )
+
+
+async def reload(
+    config: ReloadConfig, *, engine: containers.Engine | None = None
+) -> Reloaded | None:
+    """Apply the written file with the configured method; None when the method is `none`.
+    A `docker` reload uses `engine` (kept by the caller), else a client of its own."""
     match config.method:
         case ReloadMethod.MASTER_CLI:
             assert config.socket is not None
@@ -124,5 +177,13 @@ async def reload(config: ReloadConfig) -> Reloaded | None:
             return await reload_signal(config.pidfile, config.signal, config.timeout)
         case ReloadMethod.COMMAND:
             return await reload_command(config.argv, config.timeout)
+        case ReloadMethod.DOCKER:
+            if engine is not None:
+                return await reload_docker(config, engine)
+            engine = containers.Engine(config.docker_host, timeout=config.timeout)
+            try:
+                return await reload_docker(config, engine)
+            finally:
+                engine.close()
         case ReloadMethod.NONE:
             return None

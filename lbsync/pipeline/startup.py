@@ -11,6 +11,7 @@ hitless reload, once), then reads the servers back.
   pids are in lbsync's pid namespace (to 10 ms), else their uptime from `show proc` (whole
   seconds, so a file written within the second before is not trusted);
 - signal: the newest worker of the master in the pidfile, from /proc;
+- docker: as the master CLI when HAProxy's master socket is shared, else unknown;
 - command: unknown, always (one reload at start);
 - none: nothing runs that could differ from the file.
 """
@@ -56,16 +57,15 @@ async def loaded(reload: ReloadConfig, written_at: float) -> bool:
     """Whether the proxy's current workers started after `written_at` (the file's mtime)."""
     started: float | None
     match reload.method:
-        case ReloadMethod.MASTER_CLI:
-            assert reload.socket is not None
+        case ReloadMethod.MASTER_CLI | ReloadMethod.DOCKER if reload.master_socket is not None:
             try:
-                started = await _haproxy_workers_started(reload.socket)
+                started = await _haproxy_workers_started(reload.master_socket)
             except (master.MasterUnreachable, master.ReloadRefused):
                 return False
         case ReloadMethod.SIGNAL:
             assert reload.pidfile is not None
             started = _signalled_workers_started(reload.pidfile)
-        case ReloadMethod.COMMAND:
+        case ReloadMethod.COMMAND | ReloadMethod.DOCKER | ReloadMethod.MASTER_CLI:
             return False
         case ReloadMethod.NONE:
             return True
