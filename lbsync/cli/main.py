@@ -23,9 +23,10 @@ from lbsync.cli.status import (
     fetch_status,
     format_status,
     in_step,
+    probe,
     url_from_listen,
 )
-from lbsync.config import ConfigError, load
+from lbsync.config import Config, ConfigError, load
 from lbsync.kv.store import StoreError
 from lbsync.pipeline.render import RenderError
 from lbsync.sources.follow import SourceUnusable
@@ -50,13 +51,24 @@ def _api_url(text: str) -> str:
     return text
 
 
-async def _status(arguments: argparse.Namespace) -> int:
-    # With --api the configuration is optional; when it exists, its API token is sent.
+def _daemon_url(arguments: argparse.Namespace) -> tuple[str, Config | None]:
+    """The daemon's API URL: `--api`, else the configuration's `[api] listen` (with --api the
+    configuration is optional; when it exists, its API token is sent)."""
     config = None if arguments.api and not arguments.config.exists() else load(arguments.config)
     if arguments.api:
-        url = _api_url(arguments.api)
-    else:
-        url = url_from_listen(config.api.listen if config else "")
+        return _api_url(arguments.api), config
+    return url_from_listen(config.api.listen if config else ""), config
+
+
+async def _health(arguments: argparse.Namespace) -> int:
+    url, _ = _daemon_url(arguments)
+    healthy, said = await probe(url, ready=arguments.ready)
+    print(said, file=sys.stdout if healthy else sys.stderr)
+    return EXIT_OK if healthy else EXIT_FAILED
+
+
+async def _status(arguments: argparse.Namespace) -> int:
+    url, config = _daemon_url(arguments)
     document = await fetch_status(url, token=config.api.token if config else None)
     try:
         text = (
@@ -74,6 +86,8 @@ async def _status(arguments: argparse.Namespace) -> int:
 async def _command(arguments: argparse.Namespace) -> int:
     if arguments.command == "status":  # needs no configuration when --api is given
         return await _status(arguments)
+    if arguments.command == "health":
+        return await _health(arguments)
     config = load(arguments.config)
     match arguments.command:
         case "run":

@@ -157,4 +157,11 @@ def parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--api", help="the daemon's API URL (default: from [api] listen)")
     status.add_argument("--json", action="store_true", help="print the /v1/status document")
+    health = commands.add_parser(
+        "health",
+        parents=[common],
+        help="exit 0 when a running daemon answers /healthz (--ready: /readyz)",
+    )
+    health.add_argument("--api", help="the daemon's API URL (default: from [api] listen)")
+    health.add_argument("--ready", action="store_true", help="ask /readyz instead")
     return root

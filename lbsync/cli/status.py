@@ -1,4 +1,5 @@
-"""`lbsync status`: ask a running daemon's API and print what it believes, as tables or JSON.
+"""`lbsync status`: ask a running daemon's API and print what it believes, as tables or JSON;
+`lbsync health`: its probes, for a container's HEALTHCHECK.
 
 It reads the same `/v1/status` document as the dashboard, so the terminal and the page can
 never disagree; formatting is pure (`format_status`) so it is tested without a daemon.
@@ -18,6 +19,9 @@ JSON = dict[str, Any]
 STATUS_FIELDS = frozenset(
     {"now", "ready", "not_ready", "cycles", "sources", "services", "targets", "rejected"}
 )
+
+
+PROBE_LIMIT = 1024  # bytes of a probe's answer shown
 
 
 class StatusUnavailable(Exception):
@@ -66,6 +70,21 @@ async def fetch_status(base_url: str, *, token: str | None = None, timeout: floa
     if not isinstance(document, dict) or not set(document) >= STATUS_FIELDS:
         raise StatusUnavailable(f"{url}: not an lbsync status document")
     return document
+
+
+async def probe(base_url: str, *, ready: bool, timeout: float = 3.0) -> tuple[bool, str]:
+    """GET `/healthz` (the daemon runs) or `/readyz` (it applied its sources): whether it
+    answered 200, and what it said. A container's HEALTHCHECK has no curl: it runs this."""
+    url = base_url.rstrip("/") + ("/readyz" if ready else "/healthz")
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.get(url) as response,
+        ):
+            text = (await response.content.read(PROBE_LIMIT)).decode(errors="replace")
+            return response.status == 200, f"{url}: {response.status} {shown(text.strip())}"
+    except (aiohttp.ClientError, TimeoutError) as error:
+        raise StatusUnavailable(f"{url}: {error or 'timed out'}") from error
 
 
 def in_step(document: JSON) -> bool:
