@@ -45,7 +45,7 @@ def environment_for(site: Site, **extra: str) -> dict[str, str]:
 def entrypoint(site: Site, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     environment = environment_for(site, **extra)
     return subprocess.run(
-        ["sh", str(ROOT / "docker" / "entrypoint.sh"), *args],
+        ["sh", str(ROOT / "image" / "entrypoint.sh"), *args],
         capture_output=True,
         text=True,
         env=environment,
@@ -77,7 +77,7 @@ def test_run_writes_a_first_configuration_then_runs_the_daemon_until_sigterm(
     log = tmp_path / "entrypoint.log"
     with log.open("w") as output:
         process = subprocess.Popen(
-            ["sh", str(ROOT / "docker" / "entrypoint.sh")], env=environment, stderr=output
+            ["sh", str(ROOT / "image" / "entrypoint.sh")], env=environment, stderr=output
         )
     try:
         wait_until(lambda: "lbsync started" in log.read_text(), 30, "the daemon running")
@@ -142,7 +142,7 @@ def test_run_serves_the_api_to_the_holder_of_the_token_file_in_the_environment(
     log = tmp_path / "entrypoint.log"
     with log.open("w") as output:
         process = subprocess.Popen(
-            ["sh", str(ROOT / "docker" / "entrypoint.sh")], env=environment, stderr=output
+            ["sh", str(ROOT / "image" / "entrypoint.sh")], env=environment, stderr=output
         )
     try:
         wait_until(lambda: answer(f"{url}/healthz") == 200, 30, "the API answering")
