@@ -85,7 +85,19 @@ class HAProxy:
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )
-        wait_until(lambda: self.worker_pids() != (), 10, "HAProxy's first worker")
+        process, log = self.process, self.log
+        try:
+            wait_until(
+                lambda: process.poll() is not None or self.worker_pids() != (),
+                10,
+                "HAProxy's first worker",
+            )
+        except AssertionError as error:
+            said = log.read_text(errors="replace")[-2000:]
+            raise AssertionError(f"{error}; its output: {said}") from None
+        if process.returncode is not None:
+            said = log.read_text(errors="replace")[-2000:]
+            raise AssertionError(f"HAProxy exited with {process.returncode} at start: {said}")
         wait_until(lambda: is_listening(self.port), 10, f"HAProxy listening on {self.port}")
 
     def worker_pids(self) -> tuple[int, ...]:
