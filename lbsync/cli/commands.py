@@ -67,7 +67,10 @@ def _advice(target: TargetConfig, short: fdlimit.Shortfall) -> str:
     """The shortfall, and the three ways out of it."""
     need = short.demand
     name = need.setting.split()[0]
-    knob = "vars.maxconn" if name == "maxconn" and "maxconn" in target.vars else name
+    from_vars = name == "maxconn" and "maxconn" in target.vars
+    knob, setting = (
+        ("vars.maxconn", f"{need.setting} (vars.maxconn)") if from_vars else (name, need.setting)
+    )
     at_most = f" to {short.largest_maxconn} at most" if short.largest_maxconn else ""
     if short.by_fd_hard_limit:
         limit, raise_it = "fd-hard-limit", "raise fd-hard-limit (vars.fd_hard_limit)"
@@ -78,8 +81,8 @@ def _advice(target: TargetConfig, short: fdlimit.Shortfall) -> str:
             f"`docker run` or `podman run --ulimit nofile={need.needed}:{need.needed}`)"
         )
     return (
-        f"{target.name}: {need.setting} ({knob}) needs {need.needed} file descriptors, but "
-        f"{limit} is {short.limit}: HAProxy would refuse to start\n"
+        f"{target.name}: {setting} needs {need.needed} file descriptors, but {limit} is "
+        f"{short.limit}: HAProxy would refuse to start\n"
         f"  lower {knob}{at_most}, {raise_it}, or leave {knob} unset so that HAProxy derives "
         "maxconn from the limit"
     )

@@ -18,9 +18,10 @@ against its own `Cannot raise FD limit to N` under `prlimit`:
     + 11 a master socket  (`-S`)
 
 A global `ulimit-n` replaces the sum: HAProxy asks for it as it is. The limit is the hard
-`nofile` limit, or `fd-hard-limit` when lower. Not counted, since neither the shipped template
-nor lbsync's reloads use them: splicing's pipes, SSL async engines, peers, resolvers, and the
-old workers still finishing after a reload (one descriptor each in the master).
+`nofile` limit, or `fd-hard-limit` when lower. Not counted, so the sum is what a first start
+asks for at the least: splicing's pipes, SSL async engines, peers and resolvers (the shipped
+template has none), and after a reload the old workers still finishing (one descriptor each in
+the master).
 """
 
 from __future__ import annotations
