@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import os
+import resource
 import sys
 import tempfile
 from pathlib import Path
 
 from lbsync.cli.exits import EXIT_FAILED, EXIT_OK
 from lbsync.cli.reading import desired_state, stop_on_signals
-from lbsync.config import Config, ConfigError
+from lbsync.config import Config, ConfigError, TargetConfig, TargetKind
 from lbsync.daemon.daemon import Daemon
+from lbsync.haproxy import fdlimit
 from lbsync.pipeline import fsio, validate
 from lbsync.pipeline.reconcile import TargetRunner
 from lbsync.pipeline.render import RenderError
@@ -44,8 +47,50 @@ async def render(config: Config, target_name: str | None) -> int:
     return EXIT_OK
 
 
+def _hard_nofile() -> int | None:
+    """The hard `nofile` limit lbsync runs under (None: unlimited)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return None if hard == resource.RLIM_INFINITY else hard
+
+
+def _fd_shortfall(target: TargetConfig, text: str) -> str | None:
+    """What `check` says of a HAProxy file whose `maxconn` (or `ulimit-n`) asks for more file
+    descriptors than the limits here allow: HAProxy started in the same limits would refuse
+    to start, and `haproxy -c` does not see it (docs/configuration.md)."""
+    launch = fdlimit.launch_of(target.reload)
+    need = fdlimit.demand(text, cpus=len(os.sched_getaffinity(0)), launch=launch)
+    short = None if need is None else fdlimit.shortfall(need, _hard_nofile())
+    return None if short is None else _advice(target, short)
+
+
+def _advice(target: TargetConfig, short: fdlimit.Shortfall) -> str:
+    """The shortfall, and the three ways out of it."""
+    need = short.demand
+    name = need.setting.split()[0]
+    from_vars = name == "maxconn" and "maxconn" in target.vars
+    knob, setting = (
+        ("vars.maxconn", f"{need.setting} (vars.maxconn)") if from_vars else (name, need.setting)
+    )
+    at_most = f" to {short.largest_maxconn} at most" if short.largest_maxconn else ""
+    if short.by_fd_hard_limit:
+        limit, raise_it = "fd-hard-limit", "raise fd-hard-limit (vars.fd_hard_limit)"
+    else:
+        limit = "the hard nofile limit here"
+        raise_it = (
+            f"raise the hard limit to {need.needed} (`ulimit -Hn`, compose `ulimits: nofile`, "
+            f"`docker run` or `podman run --ulimit nofile={need.needed}:{need.needed}`)"
+        )
+    return (
+        f"{target.name}: {setting} needs {need.needed} file descriptors, but {limit} is "
+        f"{short.limit}: HAProxy would refuse to start\n"
+        f"  lower {knob}{at_most}, {raise_it}, or leave {knob} unset so that HAProxy derives "
+        "maxconn from the limit"
+    )
+
+
 async def check(config: Config) -> int:
-    """`lbsync check`: refusals, template errors and the validator's verdict on each target."""
+    """`lbsync check`: refusals, template errors, the validator's verdict on each target, and
+    a HAProxy `maxconn` the file-descriptor limits here cannot hold."""
     state = await desired_state(config)
     failed = False
     for rejection in state.rejected:
@@ -65,5 +110,8 @@ async def check(config: Config) -> int:
         print(f"{target.name}: {'valid' if verdict.ok else 'INVALID'} ({target.template})")
         if not verdict.ok:
             print(verdict.summary)
+            failed = True
+        if target.kind is TargetKind.HAPROXY and (short := _fd_shortfall(target, text.decode())):
+            print(short)
             failed = True
     return EXIT_FAILED if failed else EXIT_OK

@@ -31,7 +31,9 @@ _COMMON_VARS: Final[dict[str, Any]] = {"bind": ["*:80"]}
 DEFAULT_VARS: Final[dict[TargetKind, dict[str, Any]]] = {
     TargetKind.HAPROXY: {
         **_COMMON_VARS,
-        "maxconn": 4096,
+        # no maxconn: HAProxy derives it from the file-descriptor limit, at most this many
+        # (what later HAProxy versions assume; 2.6 takes a limit of a billion as it is)
+        "fd_hard_limit": 1048576,
         "hard_stop_after": "60s",
         "timeout_connect": "5s",
         "timeout_client": "60s",

@@ -69,19 +69,22 @@ def master_cli(socket_path: Path, command: str, timeout: float = 2.0) -> str:
 
 @dataclass
 class HAProxy:
-    """A master-worker HAProxy started on an existing config file."""
+    """A master-worker HAProxy started on an existing config file; `prefix` runs before it
+    (`prlimit --nofile=...` for limits of its own)."""
 
     config: Path
     master_socket: Path
     port: int
     process: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    prefix: tuple[str, ...] = ()
 
     def start(self) -> None:
         self.log = self.config.with_suffix(".log")
+        argv = ("haproxy", "-W", "-S", str(self.master_socket), "-f", str(self.config))
         with self.log.open("wb") as output:
             self.process = subprocess.Popen(
-                ["haproxy", "-W", "-S", str(self.master_socket), "-f", str(self.config)],
+                [*self.prefix, *argv],
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )

@@ -116,10 +116,13 @@ class Site:
             text=True,
         )
 
-    def lbsync(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """Run the real `lbsync` command line against this site."""
+    def lbsync(
+        self, *args: str, timeout: float = 60, under: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real `lbsync` command line against this site; `under` runs before it
+        (`prlimit --nofile=...` for limits of its own)."""
         return subprocess.run(
-            [sys.executable, "-m", "lbsync", "-c", str(self.config_path), *args],
+            [*under, sys.executable, "-m", "lbsync", "-c", str(self.config_path), *args],
             capture_output=True,
             text=True,
             timeout=timeout,

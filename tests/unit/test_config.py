@@ -55,7 +55,8 @@ def test_a_minimal_file_gets_haproxy_defaults(tmp_path: Path) -> None:
     assert target.reload.method is ReloadMethod.NONE
     assert target.reload.server_state_file == tmp_path / "run" / "haproxy.state"
     assert target.vars["run_dir"] == str(tmp_path / "run")
-    assert (target.vars["bind"], target.vars["maxconn"]) == (["*:80"], 4096)
+    assert (target.vars["bind"], target.vars["fd_hard_limit"]) == (["*:80"], 1048576)
+    assert "maxconn" not in target.vars  # HAProxy derives it from the limit it finds
     assert loaded.file_source is not None
     assert loaded.file_source.path == tmp_path / "services.toml"
     assert (loaded.min_wait, loaded.max_wait) == (0.2, 2.0)
@@ -68,7 +69,7 @@ def test_an_nginx_target_gets_its_own_template_validator_and_vars(tmp_path: Path
     assert target.template.is_file()
     assert target.validate == ("nginx", "-t", "-q", "-c", "{staged}")
     assert target.vars["worker_connections"] == 1024
-    assert "maxconn" not in target.vars
+    assert "fd_hard_limit" not in target.vars
     assert target.reload.signal == "HUP"
     assert target.reload.server_state_file is None
 
