@@ -79,11 +79,12 @@ class Shortfall:
 
 
 def launch_of(reload: ReloadConfig) -> Launch:
-    """How a target's reload method says HAProxy runs: the master CLI needs `-W -S`, a signal
-    reload `-W`; of the other methods nothing is known, so nothing is counted."""
-    if reload.method is ReloadMethod.MASTER_CLI:
+    """How a target's reload method says HAProxy runs: a master socket needs `-W -S` (the
+    master CLI, or docker with a socket), a signal `-W` (to a pidfile or a container); of the
+    other methods nothing is known, so nothing is counted."""
+    if reload.master_socket is not None:
         return Launch(master_worker=True, master_sockets=1)
-    return Launch(master_worker=reload.method is ReloadMethod.SIGNAL)
+    return Launch(master_worker=reload.method in (ReloadMethod.SIGNAL, ReloadMethod.DOCKER))
 
 
 def _listeners(addresses: str) -> int:

@@ -3,6 +3,8 @@ for with that configuration (`Cannot raise FD limit to N` under `prlimit --nofil
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from lbsync.config import ReloadConfig, ReloadMethod
@@ -107,14 +109,22 @@ def test_with_ulimit_n_no_maxconn_is_suggested() -> None:
     assert (found.setting, short.largest_maxconn) == ("ulimit-n 9000", None)
 
 
+SOCKET = Path("/run/haproxy/master.sock")
+
+
 @pytest.mark.parametrize(
-    ("method", "launch"),
+    ("reload", "launch"),
     [
-        (ReloadMethod.MASTER_CLI, MASTER_CLI),
-        (ReloadMethod.SIGNAL, Launch(master_worker=True)),
-        (ReloadMethod.COMMAND, Launch()),
-        (ReloadMethod.NONE, Launch()),
+        (ReloadConfig(method=ReloadMethod.MASTER_CLI, socket=SOCKET), MASTER_CLI),
+        (ReloadConfig(method=ReloadMethod.SIGNAL), Launch(master_worker=True)),
+        (ReloadConfig(method=ReloadMethod.DOCKER, container="haproxy"), Launch(master_worker=True)),
+        (
+            ReloadConfig(method=ReloadMethod.DOCKER, container="haproxy", socket=SOCKET),
+            MASTER_CLI,
+        ),
+        (ReloadConfig(method=ReloadMethod.COMMAND), Launch()),
+        (ReloadConfig(method=ReloadMethod.NONE), Launch()),
     ],
 )
-def test_the_reload_method_says_how_haproxy_runs(method: ReloadMethod, launch: Launch) -> None:
-    assert launch_of(ReloadConfig(method=method)) == launch
+def test_the_reload_method_says_how_haproxy_runs(reload: ReloadConfig, launch: Launch) -> None:
+    assert launch_of(reload) == launch
