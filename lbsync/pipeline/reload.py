@@ -18,7 +18,7 @@ import logging
 import os
 import signal as signals
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lbsync import containers
@@ -138,12 +138,14 @@ async def reload_docker(config: ReloadConfig, engine: containers.Engine) -> Relo
     socket when it is shared, else by the container's processes and logs (`containers.confirm`)."""
     try:
         if config.socket is not None:
-            return await reload_master_cli(
+            confirmed = await reload_master_cli(
                 config.socket,
                 config.timeout,
                 config.server_state_file,
                 trigger=lambda: engine.signal(config.container, config.signal),
             )
+            signalled = f"SIG{config.signal} to container {config.container}"
+            return replace(confirmed, detail=f"{signalled}; {confirmed.detail}")
         started = asyncio.get_running_loop().time()
         detail = await containers.signal_and_confirm(
             engine, config.container, signal_name=config.signal, timeout=config.timeout
