@@ -10,7 +10,10 @@
 #                         (the dashboard test drives it headless; no browser
 #                         can be downloaded here), libatomic1 (Playwright's
 #                         bundled node driver links it; a fresh Debian 12 does
-#                         not have it) and Consul (via
+#                         not have it), podman with runc and debootstrap (the
+#                         container tests make a base image, build lbsync's
+#                         image and run it beside an HAProxy container), wrk
+#                         (their load generator) and Consul (via
 #                         scripts/install-consul.sh, since bookworm does not
 #                         package it)
 #
@@ -35,7 +38,7 @@ for arg in "$@"; do
     case "$arg" in
         --with-test-servers) WITH_TEST_SERVERS=1 ;;
         -h | --help)
-            sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -47,7 +50,7 @@ done
 
 wanted=(haproxy ca-certificates)
 if [[ $WITH_TEST_SERVERS == 1 ]]; then
-    wanted+=(nginx etcd-server openssl chromium libatomic1)
+    wanted+=(nginx etcd-server openssl chromium libatomic1 podman runc debootstrap wrk)
 fi
 # `python3 -m venv --help` alone is not enough: Debian's python3 ships the
 # venv module but not ensurepip (that lives in python3-venv), so creating a
