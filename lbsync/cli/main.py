@@ -14,18 +14,12 @@ import sys
 import urllib.parse
 from collections.abc import Sequence
 
-from lbsync.cli import commands, logformat, traffic
+from lbsync.cli import commands, health, logformat, traffic
+from lbsync.cli.apiurl import StatusUnavailable, url_from_listen
 from lbsync.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from lbsync.cli.parser import parser
 from lbsync.cli.register import UsageError, register_command
-from lbsync.cli.status import (
-    StatusUnavailable,
-    fetch_status,
-    format_status,
-    in_step,
-    probe,
-    url_from_listen,
-)
+from lbsync.cli.status import fetch_status, format_status, in_step
 from lbsync.config import Config, ConfigError, load
 from lbsync.kv.store import StoreError
 from lbsync.pipeline.render import RenderError
@@ -60,13 +54,6 @@ def _daemon_url(arguments: argparse.Namespace) -> tuple[str, Config | None]:
     return url_from_listen(config.api.listen if config else ""), config
 
 
-async def _health(arguments: argparse.Namespace) -> int:
-    url, _ = _daemon_url(arguments)
-    healthy, said = await probe(url, ready=arguments.ready)
-    print(said, file=sys.stdout if healthy else sys.stderr)
-    return EXIT_OK if healthy else EXIT_FAILED
-
-
 async def _status(arguments: argparse.Namespace) -> int:
     url, config = _daemon_url(arguments)
     document = await fetch_status(url, token=config.api.token if config else None)
@@ -87,7 +74,7 @@ async def _command(arguments: argparse.Namespace) -> int:
     if arguments.command == "status":  # needs no configuration when --api is given
         return await _status(arguments)
     if arguments.command == "health":
-        return await _health(arguments)
+        return health.check(arguments.config, arguments.api, ready=arguments.ready)
     config = load(arguments.config)
     match arguments.command:
         case "run":

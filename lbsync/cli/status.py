@@ -1,5 +1,4 @@
-"""`lbsync status`: ask a running daemon's API and print what it believes, as tables or JSON;
-`lbsync health`: its probes, for a container's HEALTHCHECK.
+"""`lbsync status`: ask a running daemon's API and print what it believes, as tables or JSON.
 
 It reads the same `/v1/status` document as the dashboard, so the terminal and the page can
 never disagree; formatting is pure (`format_status`) so it is tested without a daemon.
@@ -12,32 +11,13 @@ from typing import Any
 
 import aiohttp
 
-from lbsync.config import parse_listen
+from lbsync.cli.apiurl import StatusUnavailable
 from lbsync.model.text import shown
 
 JSON = dict[str, Any]
 STATUS_FIELDS = frozenset(
     {"now", "ready", "not_ready", "cycles", "sources", "services", "targets", "rejected"}
 )
-
-
-PROBE_LIMIT = 1024  # bytes of a probe's answer shown
-
-
-class StatusUnavailable(Exception):
-    """The daemon's API could not be reached or did not answer with a status."""
-
-
-def url_from_listen(listen: str) -> str:
-    """The URL a local client uses for `[api] listen` (a wildcard host means this machine)."""
-    parsed = parse_listen(listen)
-    if parsed is None:
-        raise StatusUnavailable("the status API is disabled ([api] listen = ''); pass --api URL")
-    host, port = parsed
-    if port == 0:
-        raise StatusUnavailable("[api] listen has port 0 (chosen at start); pass --api URL")
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 REFUSALS = {
@@ -70,21 +50,6 @@ async def fetch_status(base_url: str, *, token: str | None = None, timeout: floa
     if not isinstance(document, dict) or not set(document) >= STATUS_FIELDS:
         raise StatusUnavailable(f"{url}: not an lbsync status document")
     return document
-
-
-async def probe(base_url: str, *, ready: bool, timeout: float = 3.0) -> tuple[bool, str]:
-    """GET `/healthz` (the daemon runs) or `/readyz` (it applied its sources): whether it
-    answered 200, and what it said. A container's HEALTHCHECK has no curl: it runs this."""
-    url = base_url.rstrip("/") + ("/readyz" if ready else "/healthz")
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-            session.get(url) as response,
-        ):
-            text = (await response.content.read(PROBE_LIMIT)).decode(errors="replace")
-            return response.status == 200, f"{url}: {response.status} {shown(text.strip())}"
-    except (aiohttp.ClientError, TimeoutError) as error:
-        raise StatusUnavailable(f"{url}: {error or 'timed out'}") from error
 
 
 def in_step(document: JSON) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -91,3 +92,25 @@ def test_a_port_in_use_stops_lbsync_run_at_once_with_a_clear_message(
     assert result.returncode == 2, result.stderr
     assert f"lbsync: api.listen: cannot listen on 127.0.0.1:{port}: " in result.stderr
     assert "Traceback" not in result.stderr and not site.dest.exists()
+
+
+async def test_lbsync_health_is_the_daemons_probe_as_an_exit_status(
+    haproxy_site: tuple[Site, HAProxy], backends: Callable[[list[str]], Backends]
+) -> None:
+    site, proxy = haproxy_site
+    start_shop(site, proxy, backends)
+    async with running_daemon(site.config()) as daemon:
+        url = await api_url(daemon)
+        code, out, err = await lbsync(site, "health", "--api", url)
+        assert (code, out.strip()) == (0, f"{url}/healthz: 200 'ok'"), err
+        await daemon.wait_for(lambda s: s.ready, 10)
+        code, out, err = await lbsync(site, "health", "--api", url, "--ready")
+        assert (code, out.strip()) == (0, f"{url}/readyz: 200 'ready'"), err
+        # the light entry point of the image's HEALTHCHECK says the same
+        light = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "lbsync.cli.health", "--api", url, stdout=asyncio.subprocess.PIPE
+        )
+        said, _ = await asyncio.wait_for(light.communicate(), 30)
+        assert (light.returncode, said.decode().strip()) == (0, f"{url}/healthz: 200 'ok'")
+    code, _, err = await lbsync(site, "health", "--api", url)
+    assert code == 1 and f"{url}: no answer" in err  # nobody answers any more

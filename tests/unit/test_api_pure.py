@@ -10,8 +10,9 @@ from dataclasses import replace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lbsync.cli.apiurl import StatusUnavailable, url_from_listen
 from lbsync.cli.logformat import JsonFormatter
-from lbsync.cli.status import StatusUnavailable, format_status, in_step, url_from_listen
+from lbsync.cli.status import format_status, in_step
 from lbsync.config import ConfigError, parse_listen
 from lbsync.core.state import DesiredState, build
 from lbsync.daemon.api.encode import not_ready_reason, status_json
