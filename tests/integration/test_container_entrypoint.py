@@ -26,7 +26,8 @@ API_TOKEN = "5ca1ab1e-container-api-token"
 def image_environment() -> dict[str, str]:
     """The variables the Dockerfile's ENV lines set."""
     found: dict[str, str] = {}
-    for line in (ROOT / "Dockerfile").read_text().splitlines():
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")  # continued lines joined
+    for line in text.splitlines():
         if line.startswith("ENV "):
             for word in shlex.split(line[4:]):
                 name, _, value = word.partition("=")
