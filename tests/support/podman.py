@@ -10,6 +10,7 @@ one (`tests/containers/haproxy.Dockerfile`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,12 +125,23 @@ class Podman:
         """Run the image's HEALTHCHECK (podman runs it on a systemd timer, absent here) until
         it passes; the seconds it took."""
         started = time.monotonic()
-        wait_until(
-            lambda: self("healthcheck", "run", name, check=False).returncode == 0,
-            timeout,
-            f"{name}'s HEALTHCHECK to pass; its logs: {self.logs(name)[-2000:]}",
-        )
+        with self.telling(name):
+            wait_until(
+                lambda: self("healthcheck", "run", name, check=False).returncode == 0,
+                timeout,
+                f"{name}'s HEALTHCHECK to pass",
+            )
         return time.monotonic() - started
+
+    @contextlib.contextmanager
+    def telling(self, name: str) -> Iterator[None]:
+        """A failed wait inside says what the container's state and output were by then."""
+        try:
+            yield
+        except AssertionError as error:
+            state = self("inspect", "--format", "{{json .State}}", name, check=False).stdout
+            said = self.logs(name)[-3000:]
+            raise AssertionError(f"{error}; {name}: {state.strip()}; its output:\n{said}") from None
 
 
 def check_engine(podman: Podman) -> None:
