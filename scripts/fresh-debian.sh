@@ -126,15 +126,21 @@ else
 fi
 
 CONTAINER="lbsync-fresh-debian-$$"
-cleanup() { podman rm -f -t 0 "$CONTAINER" >/dev/null 2>&1 || true; }
+# The container's own podman storage, on this machine's disk as a machine's would be (podman's
+# overlay storage cannot sit on the container's overlay root), empty: nothing is built yet.
+STORAGE="$(mktemp -d /var/tmp/lbsync-fresh-storage.XXXXXX)"
+cleanup() {
+    podman rm -f -t 0 "$CONTAINER" >/dev/null 2>&1 || true
+    rm -rf "$STORAGE"
+}
 trap cleanup EXIT
 
 # --init reaps the daemons the demo and the tests leave behind, as a machine's init would;
-# /dev/shm as large as a machine's, not podman's 64 MB (Chromium uses it); SYS_ADMIN lets root
-# mount as root on a machine can (the fault suite fills a small tmpfs and makes a directory
-# read-only with a bind mount).
-RUN=(podman run -d --name "$CONTAINER" --init --network host --shm-size 1g --cap-add SYS_ADMIN
-    -v "$SOURCE_GIT:/src:ro")
+# /dev/shm as large as a machine's, not podman's 64 MB (Chromium uses it); privileged, so that
+# root may do what root on a machine can: mount (the fault suite fills a small tmpfs and makes a
+# directory read-only with a bind mount) and run containers (the container tests run podman).
+RUN=(podman run -d --name "$CONTAINER" --init --network host --shm-size 1g --privileged
+    -v "$STORAGE:/var/lib/containers" -v "$SOURCE_GIT:/src:ro")
 LOCAL_CA=/usr/local/share/ca-certificates
 EXEC_ENV=()
 if [[ -n "$(find "$LOCAL_CA" -name '*.crt' 2>/dev/null | head -n1)" ]]; then
