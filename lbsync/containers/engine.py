@@ -12,12 +12,11 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
-import docker
-import docker.errors
-import requests
-from docker.models.containers import Container
+if TYPE_CHECKING:  # the `docker` extra: imported only when a docker reload runs
+    import docker
+    from docker.models.containers import Container
 
 DEFAULT_HOST: Final = "unix:///var/run/docker.sock"
 # Docker 20.10 and later, and podman's compatible API, serve 1.41; asking an engine for its
@@ -107,6 +106,8 @@ class Engine:
 
     def _connect(self) -> docker.DockerClient:
         if self._client is None:
+            import docker  # the optional extra
+
             try:
                 self._client = docker.DockerClient(
                     base_url=self.host, version=API_VERSION, timeout=self._timeout
@@ -116,6 +117,8 @@ class Engine:
         return self._client
 
     def _container(self, name: str) -> Container:
+        import docker.errors  # the optional extra
+
         try:
             return self._connect().containers.get(name)
         except docker.errors.NotFound as error:
@@ -124,6 +127,13 @@ class Engine:
             ) from error
 
     async def _call(self, work: Callable[[], Result]) -> Result:
+        try:
+            import docker.errors  # the optional extra
+            import requests  # the docker package's own dependency
+        except ImportError as error:
+            raise EngineUnreachable(
+                "reload method docker needs the docker package: pip install 'lbsync[docker]'"
+            ) from error
         try:
             return await asyncio.to_thread(work)
         except EngineError:

@@ -58,6 +58,7 @@ async def reload_master_cli(
     socket: Path,
     timeout: float,
     state_file: Path | None,
+    *,
     trigger: Callable[[], Awaitable[None]] | None = None,
 ) -> Reloaded:
     """Reload through the master CLI, saving the server states first (see `haproxy.master`);

@@ -41,3 +41,20 @@ def test_a_plain_install_renders_the_demo_with_the_shipped_templates(tmp_path: P
     config = tmp_path / "haproxy.cfg"
     config.write_text(rendered)
     run(["haproxy", "-c", "-f", str(config)], cwd=elsewhere, timeout=60)
+    # without the `docker` extra, a docker reload is refused with what to install
+    docker = tmp_path / "docker.toml"
+    docker.write_text(
+        f'[source.file]\npath = "{ROOT / "examples/demo/services.toml"}"\n'
+        f'[[target]]\ndest = "{tmp_path / "out.cfg"}"\n'
+        'reload = { method = "docker", container = "haproxy" }\n'
+    )
+    refused = subprocess.run(
+        [str(venv / "bin" / "lbsync"), "-c", str(docker), "check"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "docker needs the docker package: pip install 'lbsync[docker]'" in refused.stderr
