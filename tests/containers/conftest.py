@@ -22,11 +22,17 @@ from support.podman import (
 _FIGURES = pytest.StashKey[dict[str, str]]()
 
 
+# The first test also builds the images: from nothing (a debootstrap, a wheelhouse, three
+# builds) that takes minutes, all inside pytest-timeout's limit for that one test.
+BUILD_TIMEOUT = 1200
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.containers)
+            item.add_marker(pytest.mark.timeout(BUILD_TIMEOUT))
 
 
 @pytest.fixture(scope="session")
