@@ -1,18 +1,40 @@
-"""Fixtures: real HAProxy, nginx and backends on free loopback ports, in temporary directories."""
+"""Fixtures: real HAProxy, nginx and backends on free loopback ports, in temporary directories;
+and the directory in which the run's processes claim their ports (support/ports.py).
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from support.etcd import PROGRESS_EVERY_SECOND, EtcdServer
-from support.ports import free_port
+from support.ports import PORTS_DIRECTORY, free_port
 from support.processes import Backends, HAProxy, Nginx
 from support.site import Site
 
 from lbsync.kv.etcd import EtcdClient
+
+_PORTS = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's port directory, made by the process that starts the run (its other processes,
+    started after this, inherit its name) and removed at its end."""
+    if not hasattr(config, "workerinput") and PORTS_DIRECTORY not in os.environ:
+        config.stash[_PORTS] = os.environ[PORTS_DIRECTORY] = tempfile.mkdtemp(
+            prefix="lbsync-test-ports-"
+        )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    directory = config.stash.get(_PORTS, None)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.environ.pop(PORTS_DIRECTORY, None)
 
 
 def _require(binary: str) -> None:
