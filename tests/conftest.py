@@ -1,18 +1,81 @@
-"""Fixtures: real HAProxy, nginx and backends on free loopback ports, in temporary directories."""
+"""Fixtures: real HAProxy, nginx and backends on free loopback ports, in temporary directories.
+
+Also the run's plumbing, here because this is the one conftest pytest-xdist's controller
+loads: the directory in which the run's processes claim their ports (support/ports.py), the
+figures printed after the run (support/summary.py), and the scheduler that keeps each test
+file, and all of tests/containers, in one worker.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from _pytest.terminal import TerminalReporter
+from support import summary
 from support.etcd import PROGRESS_EVERY_SECOND, EtcdServer
-from support.ports import free_port
+from support.ports import PORTS_DIRECTORY, free_port
 from support.processes import Backends, HAProxy, Nginx
 from support.site import Site
 
 from lbsync.kv.etcd import EtcdClient
+
+_PORTS = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's port directory, made by the process that starts the run (its other processes,
+    started after this, inherit its name) and removed at its end."""
+    if not summary.is_worker(config) and PORTS_DIRECTORY not in os.environ:
+        config.stash[_PORTS] = os.environ[PORTS_DIRECTORY] = tempfile.mkdtemp(
+            prefix="lbsync-test-ports-"
+        )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    directory = config.stash.get(_PORTS, None)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.environ.pop(PORTS_DIRECTORY, None)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    summary.finish(session.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist's controller: a worker finished; add its figures to the run's."""
+    summary.receive(node.config, getattr(node, "workeroutput", {}))
+
+
+def pytest_terminal_summary(terminalreporter: TerminalReporter, config: pytest.Config) -> None:
+    for line in summary.lines(config):
+        terminalreporter.write_line(line)
+
+
+CONTAINERS = "tests/containers/"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile` (pyproject.toml's addopts), with tests/containers as one unit: its
+    session fixtures build the images, once. A file's tests share one worker, and so its
+    module-scoped servers (the bad-input matrix's worlds) are started once."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ByFile(LoadFileScheduling):  # type: ignore[misc]  # xdist has no type hints
+        def _split_scope(self, nodeid: str) -> str:
+            return CONTAINERS if nodeid.startswith(CONTAINERS) else super()._split_scope(nodeid)
+
+    return ByFile(config, log)
 
 
 def _require(binary: str) -> None:

@@ -1,5 +1,7 @@
 """The container tests: podman, the images built once per session, podman's Docker API, and
-the figures that docs/container.md quotes, printed after the run."""
+the figures that docs/container.md quotes, printed after the run (the hooks in
+tests/conftest.py, through support/summary.py). Under pytest-xdist these tests all run in one
+worker (tests/conftest.py's scheduler), so the images are built once."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _pytest.terminal import TerminalReporter
+from support import summary
 from support.podman import (
     Builds,
     EngineService,
@@ -18,8 +20,6 @@ from support.podman import (
     containers_conf,
     wheelhouse_path,
 )
-
-_FIGURES = pytest.StashKey[dict[str, str]]()
 
 
 # The first test also builds the images: from nothing (a debootstrap, a wheelhouse, three
@@ -56,7 +56,7 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
 def figures(request: pytest.FixtureRequest) -> dict[str, str]:
     """The session's container figures, by name; printed after the run."""
     found: dict[str, str] = {}
-    request.config.stash[_FIGURES] = found
+    request.config.stash[summary.CONTAINERS] = found
     return found
 
 
@@ -79,11 +79,3 @@ def engine_api(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> Iter
     service = EngineService.start(podman, tmp_path_factory.mktemp("engine") / "podman.sock")
     yield service
     service.stop()
-
-
-def pytest_terminal_summary(terminalreporter: TerminalReporter, config: pytest.Config) -> None:
-    found = config.stash.get(_FIGURES, None)
-    if found:
-        terminalreporter.write_line("container figures:")
-        for name, value in found.items():
-            terminalreporter.write_line(f"  {name}: {value}")

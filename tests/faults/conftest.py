@@ -1,27 +1,16 @@
-"""The fault suite: one `Figures` for the session, printed and recorded at the end."""
+"""The fault suite: one `Figures` for the session, printed and recorded at the end (the hooks
+in tests/conftest.py, through support/summary.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from _pytest.terminal import TerminalReporter
 from faults.figures import Figures
-
-_FIGURES = pytest.StashKey[Figures]()
+from support import summary
 
 
 @pytest.fixture(scope="session")
-def figures(request: pytest.FixtureRequest) -> Iterator[Figures]:
+def figures(request: pytest.FixtureRequest) -> Figures:
     """The session's figures; each fault test adds what it injected and what came of it."""
     found = Figures()
-    request.config.stash[_FIGURES] = found
-    yield found
-    found.save()
-
-
-def pytest_terminal_summary(terminalreporter: TerminalReporter, config: pytest.Config) -> None:
-    found = config.stash.get(_FIGURES, None)
-    if found is not None:
-        for line in found.lines():
-            terminalreporter.write_line(line)
+    request.config.stash[summary.FAULTS] = found
+    return found

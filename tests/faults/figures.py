@@ -3,7 +3,8 @@
 docs/reliability.md quotes the summary of the last full run; every figure but `faults
 injected` and `cycles` must be 0. Tests add to the one `Figures` of the session (the
 `figures` fixture); the summary is printed after the run and written to
-`.cache/fault-figures.json` for the record.
+`.cache/fault-figures.json` for the record. With pytest-xdist each worker's figures are added
+up first (`merge`, support/summary.py), so the summary covers the whole run.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORD = ROOT / ".cache" / "fault-figures.json"
@@ -35,6 +37,11 @@ class Figures:
         for name, value in counts.items():
             setattr(self, name, getattr(self, name) + value)
             mine[name] = mine.get(name, 0) + value
+
+    def merge(self, other: dict[str, Any]) -> None:
+        """Add another session's figures (`asdict` of its `Figures`), test by test."""
+        for test, counts in other["by_test"].items():
+            self.add(test, **counts)
 
     def lines(self) -> list[str]:
         """The summary as printed after the run."""

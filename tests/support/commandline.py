@@ -14,8 +14,10 @@ import asyncio
 import multiprocessing
 import os
 import sys
+import tempfile
 import traceback
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 _CONTEXT = multiprocessing.get_context("forkserver")
@@ -60,20 +62,55 @@ def _child(argv: list[str], environ: dict[str, str], cwd: str, output: str) -> N
     os._exit(status)
 
 
+def _start(argv: list[str], environ: dict[str, str], cwd: Path, output: Path) -> BaseProcess:
+    process = _CONTEXT.Process(target=_child, args=(argv, environ, str(cwd), str(output)))
+    process.start()
+    return process
+
+
+def _finished(output: Path) -> Finished:
+    """What a run left in its status and output files."""
+    status, stdout, stderr = (Path(f"{output}.{name}") for name in ("status", "stdout", "stderr"))
+    return Finished(
+        status=int(status.read_text()) if status.exists() else None,
+        stdout=stdout.read_text(errors="replace"),
+        stderr=stderr.read_text(errors="replace"),
+    )
+
+
 async def run_main(
     argv: list[str], *, environ: dict[str, str], cwd: Path, timeout: float
 ) -> Finished:
-    """Run `lbsync ARGV` as described above; kill it after `timeout` seconds."""
-    output = str(cwd / ".lbsync-run")
-    process = _CONTEXT.Process(target=_child, args=(argv, environ, str(cwd), output))
-    process.start()
+    """Run `lbsync ARGV` as described above; kill it after `timeout` seconds. Its output files
+    are `CWD/.lbsync-run.*`."""
+    output = cwd / ".lbsync-run"
+    process = _start(argv, environ, cwd, output)
     await asyncio.to_thread(process.join, timeout)
     if process.exitcode is None:
         process.kill()
         await asyncio.to_thread(process.join, 10)
-    written = Path(f"{output}.status")
-    return Finished(
-        status=int(written.read_text()) if written.exists() else None,
-        stdout=Path(f"{output}.stdout").read_text(errors="replace"),
-        stderr=Path(f"{output}.stderr").read_text(errors="replace"),
+    return _finished(output)
+
+
+def run_main_blocking(
+    argv: list[str], *, environ: dict[str, str], cwd: Path, timeout: float
+) -> Finished:
+    """`run_main` for a caller without an event loop, its output files in a directory of their
+    own (removed afterwards): CWD is left as it was."""
+    with tempfile.TemporaryDirectory(prefix="lbsync-run-") as directory:
+        output = Path(directory) / "run"
+        process = _start(argv, environ, cwd, output)
+        process.join(timeout)
+        if process.exitcode is None:
+            process.kill()
+            process.join(10)
+        return _finished(output)
+
+
+async def run_main_elsewhere(
+    argv: list[str], *, environ: dict[str, str], cwd: Path, timeout: float
+) -> Finished:
+    """`run_main_blocking` without blocking the event loop (a daemon under test runs in it)."""
+    return await asyncio.to_thread(
+        run_main_blocking, argv, environ=environ, cwd=cwd, timeout=timeout
     )

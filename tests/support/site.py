@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +17,7 @@ from lbsync.config import Config, load
 from lbsync.daemon.daemon import Daemon
 from lbsync.daemon.status import Status
 from lbsync.pipeline.report import Outcome
+from support.commandline import Finished, run_main_blocking, run_main_elsewhere
 from support.servicesfile import services_toml, write_atomically
 
 
@@ -90,22 +92,24 @@ class Site:
         return load(self.config_path, environ={})
 
     async def lbsync_async(self, *args: str, timeout: float = 60) -> tuple[int, str, str]:
-        """The real command line without blocking the event loop a daemon under test runs in:
+        """`lbsync` (see `lbsync`) without blocking the event loop a daemon under test runs in:
         exit status, stdout, stderr."""
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "lbsync",
-            "-c",
-            str(self.config_path),
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        finished = await run_main_elsewhere(
+            self._argv(args), environ=dict(os.environ), cwd=Path.cwd(), timeout=timeout
         )
-        async with asyncio.timeout(timeout):
-            out, err = await process.communicate()
-        assert process.returncode is not None
-        return process.returncode, out.decode(), err.decode()
+        return self._status(args, finished, timeout), finished.stdout, finished.stderr
+
+    def _argv(self, args: tuple[str, ...]) -> list[str]:
+        return ["-c", str(self.config_path), *args]
+
+    @staticmethod
+    def _status(args: tuple[str, ...], finished: Finished, timeout: float) -> int:
+        if finished.status is None:
+            raise AssertionError(
+                f"lbsync {' '.join(args)} gave no exit status (still running after {timeout}s, "
+                f"or killed): {finished.stderr}"
+            )
+        return finished.status
 
     def start_lbsync(self, *args: str) -> subprocess.Popen[str]:
         """The real command line started in the background (a rollout to interrupt or kill)."""
@@ -119,14 +123,28 @@ class Site:
     def lbsync(
         self, *args: str, timeout: float = 60, under: tuple[str, ...] = ()
     ) -> subprocess.CompletedProcess[str]:
-        """Run the real `lbsync` command line against this site; `under` runs before it
-        (`prlimit --nofile=...` for limits of its own)."""
-        return subprocess.run(
-            [*under, sys.executable, "-m", "lbsync", "-c", str(self.config_path), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
+        """Run the `lbsync` command line against this site: its `main()` in a process of its
+        own with this process's environment and directory, forked from one that imported lbsync
+        once (support/commandline.py: a fresh interpreter costs over a second of CPU, and the
+        suite runs well over a hundred commands). `under` runs before it (`prlimit
+        --nofile=...` for limits of its own), so that is a fresh `python -m lbsync`."""
+        if under:
+            return subprocess.run(
+                [*under, sys.executable, "-m", "lbsync", *self._argv(args)],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        finished = run_main_blocking(
+            self._argv(args), environ=dict(os.environ), cwd=Path.cwd(), timeout=timeout
+        )
+        status = self._status(args, finished, timeout)
+        return subprocess.CompletedProcess(
+            [sys.executable, "-m", "lbsync", *self._argv(args)],
+            status,
+            finished.stdout,
+            finished.stderr,
         )
 
 
