@@ -21,7 +21,6 @@ from support.podman import (
     wheelhouse_path,
 )
 
-
 # The first test also builds the images: from nothing (a debootstrap, a wheelhouse, three
 # builds) that takes minutes, all inside pytest-timeout's limit for that one test.
 BUILD_TIMEOUT = 1200
