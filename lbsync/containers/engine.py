@@ -92,7 +92,10 @@ def process_ids(top: Mapping[str, object]) -> frozenset[int]:
     if not isinstance(titles, list) or not isinstance(rows, list) or "PID" not in titles:
         raise EngineError(f"unexpected answer to top: {str(top)[:200]}")
     column = titles.index("PID")
-    return frozenset(int(row[column]) for row in rows if str(row[column]).isdigit())
+    try:
+        return frozenset(int(row[column]) for row in rows if str(row[column]).isdigit())
+    except (TypeError, IndexError, KeyError) as error:  # a row of another shape
+        raise EngineError(f"unexpected answer to top: {str(top)[:200]}") from error
 
 
 class Engine:

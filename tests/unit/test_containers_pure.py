@@ -20,9 +20,19 @@ def test_the_pid_column_is_found_by_its_title() -> None:
     assert process_ids(top) == frozenset({1, 7})
 
 
-def test_an_answer_without_a_pid_column_is_an_engine_error() -> None:
+@pytest.mark.parametrize(
+    "top",
+    [
+        {"Titles": ["USER"], "Processes": [["root"]]},
+        {"Titles": ["USER", "PID"], "Processes": [["root"]]},
+        {"Titles": ["USER", "PID"], "Processes": [None]},
+        {"Titles": "PID", "Processes": []},
+        {},
+    ],
+)
+def test_an_answer_of_another_shape_is_an_engine_error(top: dict[str, object]) -> None:
     with pytest.raises(EngineError, match="unexpected answer to top"):
-        process_ids({"Titles": ["USER"], "Processes": [["root"]]})
+        process_ids(top)
 
 
 def test_the_engine_address_is_the_setting_then_docker_host_then_dockers_socket(
