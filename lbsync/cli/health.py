@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from lbsync.cli.apiurl import StatusUnavailable, url_from_listen
-from lbsync.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from lbsync.cli.apiurl import StatusUnavailable, api_url, url_from_listen
+from lbsync.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+from lbsync.cli.parser import DEFAULT_CONFIG
 from lbsync.config import ConfigError, load
 
 ANSWER_LIMIT: Final = 1024  # bytes of a probe's answer shown
-DEFAULT_CONFIG: Final = "lbsync.toml"
 
 
 def probe(base_url: str, *, ready: bool, timeout: float = 5.0) -> tuple[bool, str]:
@@ -41,9 +41,9 @@ def probe(base_url: str, *, ready: bool, timeout: float = 5.0) -> tuple[bool, st
 def check(config: Path, api: str | None, *, ready: bool) -> int:
     """Probe the daemon of `config` (or at `api`); the exit status, having said why."""
     try:
-        url = api or url_from_listen(load(config).api.listen)
+        url = api_url(api) if api else url_from_listen(load(config).api.listen)
         healthy, said = probe(url, ready=ready)
-    except ConfigError as error:
+    except (ConfigError, UsageError) as error:
         print(f"lbsync: {error}", file=sys.stderr)
         return EXIT_USAGE
     except StatusUnavailable as error:

@@ -11,14 +11,13 @@ import argparse
 import asyncio
 import json
 import sys
-import urllib.parse
 from collections.abc import Sequence
 
 from lbsync.cli import commands, health, logformat, traffic
-from lbsync.cli.apiurl import StatusUnavailable, url_from_listen
-from lbsync.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from lbsync.cli.apiurl import StatusUnavailable, api_url, url_from_listen
+from lbsync.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from lbsync.cli.parser import parser
-from lbsync.cli.register import UsageError, register_command
+from lbsync.cli.register import register_command
 from lbsync.cli.status import fetch_status, format_status, in_step
 from lbsync.config import Config, ConfigError, load
 from lbsync.kv.store import StoreError
@@ -27,30 +26,12 @@ from lbsync.sources.follow import SourceUnusable
 from lbsync.traffic.splits import ConcurrentChange, SplitError
 
 
-def _api_url(text: str) -> str:
-    """`--api`: an http(s) URL of a host, with a port or a path prefix and nothing else."""
-    try:
-        parts = urllib.parse.urlsplit(text)
-        parts.port  # noqa: B018 (reading it checks the port)
-    except ValueError:  # a bracket left open, a port out of range
-        parts = urllib.parse.urlsplit("")
-    if (
-        not text.isprintable()
-        or parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or parts.query
-        or parts.fragment
-    ):
-        raise UsageError(f"--api: expected http(s)://host:port, got {text!r}")
-    return text
-
-
 def _daemon_url(arguments: argparse.Namespace) -> tuple[str, Config | None]:
     """The daemon's API URL: `--api`, else the configuration's `[api] listen` (with --api the
     configuration is optional; when it exists, its API token is sent)."""
     config = None if arguments.api and not arguments.config.exists() else load(arguments.config)
     if arguments.api:
-        return _api_url(arguments.api), config
+        return api_url(arguments.api), config
     return url_from_listen(config.api.listen if config else ""), config
 
 

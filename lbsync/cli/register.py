@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lbsync.cli.exits import EXIT_OK
+from lbsync.cli.exits import EXIT_OK, UsageError
 from lbsync.cli.reading import stop_on_signals
 from lbsync.config import Config, ConfigError, TlsError
 from lbsync.kv.etcd import EtcdClient
@@ -12,10 +12,6 @@ from lbsync.model.checks import ContractError
 from lbsync.traffic.register import instance_value, register
 
 MIN_TTL = 2
-
-
-class UsageError(Exception):
-    """A command-line argument that cannot be used."""
 
 
 async def register_command(config: Config, arguments: argparse.Namespace) -> int:

@@ -43,16 +43,15 @@ async def signal_and_confirm(engine: Engine, name: str, *, signal_name: str, tim
     seen, for the apply log."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    before = await engine.view(name)
+    second = int(time.time())
+    before = await engine.view(name, logs_from=second)
     if before.status != "running":
         raise ContainerNotRunning(f"container {name!r} is {before.status}: nothing to reload")
-    second = int(time.time())
-    earlier = len(await engine.logs_since(name, second))
     await engine.signal(name, signal_name)
     while True:
         await asyncio.sleep(POLL_SECONDS)
-        now = await engine.view(name)
-        said = (await engine.logs_since(name, second))[earlier:]
+        now = await engine.view(name, logs_from=second)
+        said = now.lines[len(before.lines) :]
         if now.status != "running":
             raise ReloadNotConfirmed(
                 f"container {name!r} is {now.status} after SIG{signal_name}: "

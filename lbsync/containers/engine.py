@@ -49,6 +49,7 @@ class ContainerView:
 
     status: str  # "running", "exited", ...
     pids: frozenset[int]  # its processes, as the engine's host numbers them
+    lines: tuple[str, ...] = ()  # its output (stdout and stderr), when asked for
 
 
 def engine_address(configured: str) -> str:
@@ -162,30 +163,25 @@ class Engine:
         document: Mapping[str, object] = answer.json()
         return document
 
-    async def view(self, name: str) -> ContainerView:
-        """The container's state and, while it runs, its processes."""
+    async def view(self, name: str, *, logs_from: int | None = None) -> ContainerView:
+        """The container's state, its processes while it runs, and with `logs_from` its output
+        lines from that whole second on (engines stamp lines to the second or finer)."""
 
         def look() -> ContainerView:
             container = self._container(name)
             running = container.status == "running"
             pids = process_ids(self._top(container)) if running else frozenset[int]()
-            return ContainerView(status=str(container.status), pids=pids)
+            lines: tuple[str, ...] = ()
+            if logs_from is not None:
+                raw = container.logs(stdout=True, stderr=True, since=logs_from)
+                lines = tuple(bytes(raw).decode(errors="replace").splitlines())
+            return ContainerView(status=str(container.status), pids=pids, lines=lines)
 
         return await self._call(look)
 
     async def signal(self, name: str, signal_name: str) -> None:
         """Send `SIG<signal_name>` to the container's main process."""
         await self._call(lambda: self._container(name).kill(signal=f"SIG{signal_name}"))
-
-    async def logs_since(self, name: str, since: int) -> list[str]:
-        """The container's output lines (stdout and stderr) from the whole second `since` on
-        (engines stamp lines to the second or finer; `since` is whole seconds either way)."""
-
-        def read() -> list[str]:
-            raw = self._container(name).logs(stdout=True, stderr=True, since=since)
-            return bytes(raw).decode(errors="replace").splitlines()
-
-        return await self._call(read)
 
     def close(self) -> None:
         """Drop the connection to the engine."""

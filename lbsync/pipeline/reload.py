@@ -14,6 +14,7 @@ valid file stays and the reload is retried. `ReloadFailed` means the proxy refus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal as signals
@@ -84,7 +85,7 @@ async def reload_master_cli(
     except master.ReloadRefused as error:
         raise ReloadFailed(str(error)) from error
     return Reloaded(
-        method=ReloadMethod.MASTER_CLI if trigger is None else ReloadMethod.DOCKER,
+        method=ReloadMethod.MASTER_CLI,
         seconds=asyncio.get_running_loop().time() - started,
         detail=f"worker {','.join(map(str, workers))} serving",
     )
@@ -146,7 +147,9 @@ async def reload_docker(config: ReloadConfig, engine: containers.Engine) -> Relo
                 trigger=lambda: engine.signal(config.container, config.signal),
             )
             signalled = f"SIG{config.signal} to container {config.container}"
-            return replace(confirmed, detail=f"{signalled}; {confirmed.detail}")
+            return replace(
+                confirmed, method=ReloadMethod.DOCKER, detail=f"{signalled}; {confirmed.detail}"
+            )
         started = asyncio.get_running_loop().time()
         detail = await containers.signal_and_confirm(
             engine, config.container, signal_name=config.signal, timeout=config.timeout
@@ -180,13 +183,12 @@ async def reload(
             return await reload_signal(config.pidfile, config.signal, config.timeout)
         case ReloadMethod.COMMAND:
             return await reload_command(config.argv, config.timeout)
+        case ReloadMethod.DOCKER if engine is not None:
+            return await reload_docker(config, engine)
         case ReloadMethod.DOCKER:
-            if engine is not None:
-                return await reload_docker(config, engine)
-            engine = containers.Engine(config.docker_host, timeout=config.timeout)
-            try:
-                return await reload_docker(config, engine)
-            finally:
-                engine.close()
+            with contextlib.closing(
+                containers.Engine(config.docker_host, timeout=config.timeout)
+            ) as own:
+                return await reload_docker(config, own)
         case ReloadMethod.NONE:
             return None

@@ -5,7 +5,6 @@ owned by their common user), with a services file on the host that the test rewr
 from __future__ import annotations
 
 import json
-import re
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from lbsync.haproxy.master import parse_show_proc
 from support.podman import (
     HAPROXY_IMAGE,
     LBSYNC_IMAGE,
@@ -174,9 +174,8 @@ class Sidecar:
         return answers[-1]
 
     def reloads(self) -> int:
-        found = re.search(r"^\d+\s+master\s+(\d+)", self.cli("show proc"), re.MULTILINE)
-        assert found is not None
-        return int(found.group(1))
+        """How many times HAProxy's master has reloaded, read as lbsync reads it."""
+        return parse_show_proc(self.cli("show proc")).reloads
 
     def backend_names(self) -> set[str]:
         text = self.cli("@1 show backend")
