@@ -17,6 +17,7 @@ from lbsync.model.values import (
     Catalog,
     Health,
     HealthMode,
+    RawKeys,
     Rejection,
     Route,
     ServiceSpec,
@@ -91,7 +92,7 @@ class DesiredState:
 
     services: tuple[ServiceState, ...]
     settings: tuple[Setting, ...]
-    raw: tuple[tuple[str, str], ...]
+    raw: RawKeys
     rejected: tuple[Rejection, ...]
     health_mode: HealthMode
 
@@ -199,13 +200,45 @@ def _without_case_clashes(
     return tuple(kept), refused
 
 
-def build(catalog: Catalog, mode: HealthMode = HealthMode.PASSING) -> DesiredState:
+class BuildCache:
+    """The service states `build` made, kept with the spec they came from: a service whose
+    spec is the same object again (the merge reuses unchanged ones) keeps its state object, so
+    one changed service costs one service's allocation, and later steps can tell what changed
+    by identity. Owned by one building caller."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, tuple[ServiceSpec, HealthMode, ServiceState]] = {}
+
+    def state(self, spec: ServiceSpec, mode: HealthMode) -> ServiceState:
+        """The state of one service, reused when its spec and the mode are the same."""
+        known = self._made.get(spec.name)
+        if known is not None and known[0] is spec and known[1] is mode:
+            return known[2]
+        return _service_state(spec, mode)
+
+    def keep(
+        self, specs: list[ServiceSpec], states: tuple[ServiceState, ...], mode: HealthMode
+    ) -> None:
+        """Remember this build's states (and forget services that are gone)."""
+        self._made = {
+            spec.name: (spec, mode, state) for spec, state in zip(specs, states, strict=True)
+        }
+
+
+def build(
+    catalog: Catalog, mode: HealthMode = HealthMode.PASSING, cache: BuildCache | None = None
+) -> DesiredState:
     """The desired state of a catalog under a health mode."""
     origins = dict(catalog.origins)
     distinct, clashes = _without_case_clashes(catalog.services, origins)
     specs, conflicts = _without_conflicts(distinct, origins)
+    if cache is None:
+        services = tuple(_service_state(spec, mode) for spec in specs)
+    else:
+        services = tuple(cache.state(spec, mode) for spec in specs)
+        cache.keep(specs, services, mode)
     return DesiredState(
-        services=tuple(_service_state(spec, mode) for spec in specs),
+        services=services,
         settings=catalog.settings,
         raw=catalog.raw,
         rejected=catalog.rejected + tuple(clashes) + tuple(conflicts),

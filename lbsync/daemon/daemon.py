@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from lbsync.common.backoff import Backoff
 from lbsync.config import Config
-from lbsync.core.state import DesiredState, build
+from lbsync.core.state import BuildCache, DesiredState, build
 from lbsync.daemon.api import StatusApi
 from lbsync.daemon.applylog import log_report
 from lbsync.daemon.status import SourceStatus, Status
+from lbsync.model.catalog import MergeCache
 from lbsync.model.values import Catalog, Snapshot
 from lbsync.pipeline import fsio
 from lbsync.pipeline.debounce import quiesce
@@ -49,6 +50,8 @@ class Daemon:
             sources=tuple(SourceStatus(name=source.name) for source in self.sources),
         )
         self._views = Views.waiting([source.name for source in self.sources])
+        self._merges = MergeCache()
+        self._builds = BuildCache()
         self._catalog: Catalog | None = None
         self._queue: asyncio.Queue[Catalog] = asyncio.Queue()
         self._changed = asyncio.Condition()
@@ -122,7 +125,7 @@ class Daemon:
         if not snapshot.usable:
             log.error("source %s: %s; keeping its last good state", snapshot.source, snapshot.error)
         if self._views.synced:
-            self._push(self._views.catalog())
+            self._push(self._views.catalog(self._merges))
 
     def _push(self, catalog: Catalog) -> None:
         self._catalog = catalog
@@ -155,7 +158,7 @@ class Daemon:
 
     async def cycle(self, catalog: Catalog) -> tuple[DesiredState, tuple[ApplyReport, ...]]:
         """Build the desired state and apply it to every target, one after the other."""
-        state = build(catalog, self.config.health_mode)
+        state = build(catalog, self.config.health_mode, self._builds)
         self._log_rejections(state)
         reports = []
         for runner in self.runners:

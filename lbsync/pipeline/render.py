@@ -109,8 +109,8 @@ class KvView:
     directive. A template that means a multi-line value (a PEM for a generic target) asks for
     it by name with `multiline`."""
 
-    def __init__(self, raw: tuple[tuple[str, str], ...]) -> None:
-        self._raw = dict(raw)
+    def __init__(self, raw: Mapping[str, str]) -> None:
+        self._raw = raw
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """The raw value of one key (relative to the prefix), or the default; RenderError when
@@ -152,7 +152,7 @@ def context(state: DesiredState, variables: Mapping[str, Any]) -> dict[str, Any]
         "http_rules": http_rules(state),
         "virtual_hosts": virtual_hosts(state),
         "settings": {setting.key: json.loads(setting.json_text) for setting in state.settings},
-        "kv": KvView(state.raw),
+        "kv": KvView(state.raw.mapping),
         "vars": dict(variables),
         "rejected": state.rejected,
         "lbsync": {"version": __version__, "context_version": CONTEXT_VERSION},

@@ -109,7 +109,7 @@ def rollout_json(state: DesiredState, service: str) -> JSON | None:
     """The service's rollout record, if any: its known fields (None where absent or of the
     wrong type) and the numeric steps; `{"error": ...}` when it is not a JSON object."""
     key = rollout_key(service)
-    text = next((v for k, v in state.raw if k == key), None)
+    text = state.raw.get(key)
     if text is None:
         return None
     try:
