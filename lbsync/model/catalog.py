@@ -85,28 +85,12 @@ class _Merged:
 
 
 class MergeCache:
-    """What `merge` made of each part name, kept with the part objects it came from: a part
-    whose objects are the same again is not merged again. Owned by one merging caller."""
+    """What `merge` made of each part name, kept with the source names and part objects it came
+    from: a part whose objects are the same again is not merged again. Owned by one merging
+    caller."""
 
     def __init__(self) -> None:
-        self._made: dict[str, tuple[tuple[str, ...], tuple[Part | None, ...], _Merged]] = {}
-
-    def merged(
-        self, name: str, sources: tuple[str, ...], parts: tuple[Part | None, ...]
-    ) -> _Merged | None:
-        """The earlier result for these very parts, or None."""
-        known = self._made.get(name)
-        if known is None or known[0] != sources:
-            return None
-        if all(old is new for old, new in zip(known[1], parts, strict=True)):
-            return known[2]
-        return None
-
-    def keep(
-        self, made: dict[str, tuple[tuple[str, ...], tuple[Part | None, ...], _Merged]]
-    ) -> None:
-        """Remember this merge's results (and forget parts that are gone)."""
-        self._made = made
+        self.made: dict[str, tuple[tuple[str, ...], tuple[Part | None, ...], _Merged]] = {}
 
 
 def merge(snapshots: Sequence[Snapshot], cache: MergeCache | None = None) -> Catalog:
@@ -117,20 +101,34 @@ def merge(snapshots: Sequence[Snapshot], cache: MergeCache | None = None) -> Cat
     else:
         names = sorted(set().union(*(snapshot.parts.keys() for snapshot in snapshots)))
     made: dict[str, tuple[tuple[str, ...], tuple[Part | None, ...], _Merged]] = {}
-    results: list[_Merged] = []
-    for name in names:
-        parts = tuple(snapshot.parts.get(name) for snapshot in snapshots)
-        merged = cache.merged(name, sources, parts) if cache is not None else None
-        if merged is None:
-            merged = _merge_part(name, parts, sources)
-        made[name] = (sources, parts, merged)
-        results.append(merged)
+    earlier = cache.made if cache is not None else {}
+    if len(snapshots) == 1:  # the common case, one comparison a part
+        held = snapshots[0].parts
+        for name in names:
+            known = earlier.get(name)
+            if known is None or known[1][0] is not held[name] or known[0] != sources:
+                known = (sources, (held[name],), _merge_part(name, (held[name],), sources))
+            made[name] = known
+    else:
+        for name in names:
+            parts = tuple(snapshot.parts.get(name) for snapshot in snapshots)
+            known = earlier.get(name)
+            if (
+                known is None
+                or known[0] != sources
+                or any(old is not new for old, new in zip(known[1], parts, strict=True))
+            ):
+                known = (sources, parts, _merge_part(name, parts, sources))
+            made[name] = known
     if cache is not None:
-        cache.keep(made)
+        cache.made = made
+    results = [known[2] for known in made.values()]
     return Catalog(
         services=tuple(result.spec for result in results if result.spec is not None),
         settings=tuple(setting for result in results for setting in result.settings),
-        raw=RawKeys(tuple(result.raw for result in results if result.raw)),
+        raw=RawKeys(
+            {name: result.raw for name, result in zip(names, results, strict=True) if result.raw}
+        ),
         rejected=tuple(rejection for result in results for rejection in result.rejected),
         origins=tuple(
             (result.spec.name, result.origins)

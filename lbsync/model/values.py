@@ -6,7 +6,7 @@ compare equal and the same input always renders the same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -283,31 +283,42 @@ class Snapshot:
         return f"Snapshot({self.source!r}, {len(self.parts)} parts, {state})"
 
 
-@dataclass(frozen=True)
-class RawKeys:
-    """The raw texts of the merged sources, as the parts they came in (cheap to build on every
-    change); the sorted pairs and the lookup table are made on first use."""
+@dataclass(frozen=True, eq=True)
+class RawKeys(Mapping[str, str]):
+    """The raw texts of the merged sources (key -> text), kept as the parts they came in, so a
+    change builds a new one cheaply and a lookup reads one part; the sorted pairs and the whole
+    table are made on first use (a template's `kv.ls`, the status)."""
 
-    parts: tuple[tuple[tuple[str, str], ...], ...] = ()
+    parts: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, pairs: Iterable[tuple[str, str]]) -> RawKeys:
-        """Raw keys from flat pairs (one part)."""
-        return cls((tuple(sorted(pairs, key=_by_key)),))
+        """Raw keys from flat pairs."""
+        grouped: dict[str, list[tuple[str, str]]] = {}
+        for pair in pairs:
+            grouped.setdefault(part_of(pair[0]), []).append(pair)
+        return cls({name: tuple(sorted(texts, key=_by_key)) for name, texts in grouped.items()})
 
     @cached_property
     def pairs(self) -> tuple[tuple[str, str], ...]:
         """Every (key, text), sorted by key."""
-        return tuple(sorted(chain.from_iterable(self.parts), key=_by_key))
+        return tuple(sorted(chain.from_iterable(self.parts.values()), key=_by_key))
 
     @cached_property
-    def mapping(self) -> Mapping[str, str]:
-        """Key -> text."""
-        return dict(chain.from_iterable(self.parts))
+    def _table(self) -> dict[str, str]:
+        return dict(chain.from_iterable(self.parts.values()))
 
-    def get(self, key: str) -> str | None:
-        """One key's text, or None."""
-        return self.mapping.get(key)
+    def __getitem__(self, key: str) -> str:
+        for name, text in self.parts.get(part_of(key), ()):
+            if name == key:
+                return text
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ def context(state: DesiredState, variables: Mapping[str, Any]) -> dict[str, Any]
         "http_rules": http_rules(state),
         "virtual_hosts": virtual_hosts(state),
         "settings": {setting.key: json.loads(setting.json_text) for setting in state.settings},
-        "kv": KvView(state.raw.mapping),
+        "kv": KvView(state.raw),
         "vars": dict(variables),
         "rejected": state.rejected,
         "lbsync": {"version": __version__, "context_version": CONTEXT_VERSION},
