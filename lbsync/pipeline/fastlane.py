@@ -83,6 +83,7 @@ def changed_services(
 def _alone_layouts(
     old: ServiceState,
     new: ServiceState,
+    *,
     basis: DesiredState,
     state: DesiredState,
     render_alone: RenderAlone,
@@ -123,7 +124,7 @@ def plan(
             return NotFast(f"service {new.name} was exposed or hidden")
         if not new.exposed:
             continue
-        found = _alone_layouts(old, new, basis, state, render_alone)
+        found = _alone_layouts(old, new, basis=basis, state=state, render_alone=render_alone)
         if isinstance(found, NotFast):
             return found
         rendered, before, after = found
@@ -131,7 +132,15 @@ def plan(
         for was, now in zip(before.backends, after.backends, strict=True):
             if was == now:
                 continue
-            step = _backend_step(was, now, running, backends, index, blocks, content)
+            step = _backend_step(
+                was,
+                now,
+                running=running,
+                backends=backends,
+                index=index,
+                blocks=blocks,
+                content=content,
+            )
             if isinstance(step, NotFast):
                 return step
             spot = alone_blocks.by_name.get(now.name)
@@ -154,6 +163,7 @@ def plan(
 def _backend_step(
     was: Backend,
     now: Backend,
+    *,
     running: Layout,
     backends: list[Backend],
     index: dict[str, int],

@@ -235,11 +235,14 @@ class TargetRunner:
             if isinstance(patch, fastlane.NotFast):
                 return None
             cycle.lap("render", cycle.started)
-            return await self._apply_patch(state, generation, patch, running, cycle)
+            return await self._apply_patch(
+                state, generation=generation, patch=patch, running=running, cycle=cycle
+            )
 
     async def _apply_patch(
         self,
         state: DesiredState,
+        *,
         generation: int,
         patch: fastlane.Patch,
         running: Running,
@@ -257,9 +260,13 @@ class TargetRunner:
         cycle.digest = prepared.digest
         decision = Decision(Plan.RUNTIME, patch.operations, write=True, validate=False)
         if patch.weights_only:
-            report, proxy = await self._patch_weights(prepared, decision, running, cycle)
+            report, proxy = await self._patch_weights(
+                prepared, decision=decision, running=running, cycle=cycle
+            )
         else:
-            report, proxy = await self._patch_servers(prepared, decision, running, cycle)
+            report, proxy = await self._patch_servers(
+                prepared, decision=decision, running=running, cycle=cycle
+            )
         if proxy.running is not None and proxy.running.content == patch.content:
             self.basis = state
         elif proxy.running is not running:
@@ -269,7 +276,7 @@ class TargetRunner:
         return replace(report, detail=f"fast lane: {report.detail or report.outcome.value}")
 
     async def _patch_weights(
-        self, prepared: Prepared, decision: Decision, running: Running, cycle: _Cycle
+        self, prepared: Prepared, *, decision: Decision, running: Running, cycle: _Cycle
     ) -> tuple[ApplyReport, Proxy]:
         """Weights: live first, then the file (valid by the validator rule); a runtime apply
         HAProxy does not confirm is finished by a reload of that file, as in the whole cycle."""
@@ -296,7 +303,7 @@ class TargetRunner:
         return report, proxy
 
     async def _patch_servers(
-        self, prepared: Prepared, decision: Decision, running: Running, cycle: _Cycle
+        self, prepared: Prepared, *, decision: Decision, running: Running, cycle: _Cycle
     ) -> tuple[ApplyReport, Proxy]:
         """Joins and leaves: live first (HAProxy parses an added server's line as the file
         would), then the file validated and written; a file the validator refuses is not

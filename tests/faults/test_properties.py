@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from lbsync.config import EtcdSourceConfig, TargetConfig, load
 from lbsync.core.state import build
 from lbsync.model import checks
-from lbsync.model.held import HeldKeys
 from lbsync.model.catalog import merge
 from lbsync.model.contract import parse_raw, parse_values
+from lbsync.model.held import HeldKeys
 from lbsync.model.keys import is_contract_key
 from lbsync.model.text import shown
 from lbsync.model.values import Rejection, Snapshot

@@ -85,7 +85,7 @@ def run(held: HeldKeys, values: dict[str, bytes], step: tuple[object, object, by
         values.update(key)
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(operations)
 def test_held_keys_agree_with_a_whole_read_after_every_change(steps: list[tuple]) -> None:  # type: ignore[type-arg]
     held = HeldKeys(describe)
@@ -107,7 +107,7 @@ def test_held_keys_agree_with_a_whole_read_after_every_change(steps: list[tuple]
                 assert before[name] is part
 
 
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)
 @given(operations, operations)
 def test_the_cached_merge_and_build_agree_with_whole_ones(
     first: list[tuple],  # type: ignore[type-arg]
