@@ -85,22 +85,25 @@ def service_lines(service: ServiceState) -> tuple[bytes, ...]:
     return (*("".join(lines).encode() for lines in per_family), unserved.encode())
 
 
-def exposition(lines: Sequence[tuple[bytes, ...]], rejected: int) -> bytes:
-    """The services' gauges: every family's header and the services' lines (`service_lines`
-    of each service, in the state's order), then the count of refused entries."""
+def exposition(lines: Sequence[tuple[bytes, ...]], rejected: int) -> tuple[bytes, ...]:
+    """The services' gauges, as pieces to write one after the other: every family's header
+    and the services' lines (`service_lines` of each service in the state's order, or of
+    consecutive services joined), then the count of refused entries."""
     parts: list[bytes] = []
     for index, family in enumerate(FAMILIES):
         parts.append(family.header())
         parts.extend(service[index] for service in lines)
     parts.append(REJECTED.header())
     parts.append(f"{REJECTED.name} {_number(rejected)}\n".encode())
-    return b"".join(parts)
+    return tuple(parts)
 
 
 def state_exposition(state: DesiredState | None) -> bytes:
     """The services' gauges of one state, from scratch."""
     services: Iterable[ServiceState] = state.services if state is not None else ()
-    return exposition(
-        [service_lines(service) for service in services],
-        len(state.rejected) if state is not None else 0,
+    return b"".join(
+        exposition(
+            [service_lines(service) for service in services],
+            len(state.rejected) if state is not None else 0,
+        )
     )

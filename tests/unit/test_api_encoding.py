@@ -111,7 +111,7 @@ def test_the_reused_encoding_answers_what_a_from_scratch_encode_answers() -> Non
     assert loaded(service_body(reused, "svc-0001") or b"") == services[1]
     assert services[1]["rollout"]["phase"] == "running"
     assert service_body(reused, "nothing") is None
-    assert reused.state.metrics == state_exposition(later.state)
+    assert b"".join(reused.state.metrics) == state_exposition(later.state)
 
 
 def test_a_status_before_any_cycle_encodes_like_the_document() -> None:

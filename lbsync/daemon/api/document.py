@@ -36,7 +36,7 @@ def encode_status(status: Status, previous: EncodedStatus | None) -> EncodedStat
     )
 
 
-def _document(encoded: EncodedStatus, services: bytes, *, now: float) -> bytes:
+def _document(encoded: EncodedStatus, services: tuple[bytes, ...], *, now: float) -> bytes:
     status = encoded.status
     head = dumps(
         {
@@ -58,7 +58,7 @@ def _document(encoded: EncodedStatus, services: bytes, *, now: float) -> bytes:
             b',"sources":',
             sources,
             b',"services":',
-            services,
+            *services,
             b',"rejected":',
             state.rejected,
             b',"settings":',

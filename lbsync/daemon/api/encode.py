@@ -16,10 +16,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from lbsync.core.state import DesiredState, ServerState, ServiceState
+from lbsync.core.state import ServerState, ServiceState
 from lbsync.core.weights import GroupShare
 from lbsync.daemon.status import SourceStatus, Status
-from lbsync.model.keys import ROLLOUT, rollout_key
+from lbsync.model.keys import rollout_key
 from lbsync.model.values import Rejection, Route, Split
 from lbsync.pipeline.report import ApplyReport
 
@@ -52,7 +52,7 @@ def not_ready_reason(status: Status) -> str | None:
 def status_json(status: Status, *, now: float) -> JSON:
     """The whole status: sources, services, refusals, the last cycle and the latest events."""
     state = status.state
-    rollouts = rollout_texts(state) if state is not None else {}
+    raw = dict(state.raw) if state is not None else {}
     return {
         "version": API_VERSION,
         "now": now,
@@ -62,7 +62,7 @@ def status_json(status: Status, *, now: float) -> JSON:
         "cycles": status.cycles,
         "health_mode": state.health_mode.value if state is not None else None,
         "sources": [source_json(source, now=now) for source in status.sources],
-        "services": [service_json(s, rollout_json(rollouts, s.name)) for s in state.services]
+        "services": [service_json(s, rollout_json(raw, s.name)) for s in state.services]
         if state is not None
         else [],
         "rejected": [rejection_json(r) for r in state.rejected] if state is not None else [],
@@ -120,16 +120,11 @@ def _service_fields(service: ServiceState, rollout: JSON | None) -> JSON:
     }
 
 
-def rollout_texts(state: DesiredState) -> dict[str, str]:
-    """The raw rollout records by key, indexed once per state (never scanned per service)."""
-    return {key: text for key, text in state.raw if key.endswith(f"/{ROLLOUT}")}
-
-
-def rollout_json(rollouts: Mapping[str, str], service: str) -> JSON | None:
-    """The service's rollout record, if any (`rollouts` as `rollout_texts` indexes them): its
-    known fields (None where absent or of the wrong type) and the numeric steps;
-    `{"error": ...}` when it is not a JSON object."""
-    return rollout_record(rollout_key(service), rollouts.get(rollout_key(service)))
+def rollout_json(raw: Mapping[str, str], service: str) -> JSON | None:
+    """The service's rollout record, if any (`raw`: the state's raw keys as a dict, indexed
+    once per state, never scanned per service): its known fields (None where absent or of the
+    wrong type) and the numeric steps; `{"error": ...}` when it is not a JSON object."""
+    return rollout_record(rollout_key(service), raw.get(rollout_key(service)))
 
 
 def rollout_record(key: str, text: str | None) -> JSON | None:

@@ -2,12 +2,11 @@
 
 Requests never encode and never wait for an encode: they serve `current`, the last status
 encoded whole. A new status is encoded as it is published when that is cheap (a few
-services changed: well under a millisecond each), so a small catalog is served exactly as
-the daemon sees it; otherwise (a first cycle, a large catalog, a core that rebuilt every
-service) the encode runs in a worker thread, off the event loop, while requests keep getting
-the previous status. A status published meanwhile waits for that encode to finish and only
-the newest one is encoded next: how stale an answer can be is one encode (measured by
-bench/api.py).
+services changed), so what the daemon publishes is served at once; otherwise (a first
+cycle, a core that rebuilt every service of a large catalog) the encode runs in a worker
+thread, off the event loop, while requests keep getting the previous status. A status
+published meanwhile waits for that encode to finish, and only the newest one is encoded
+next: an answer is at most two such encodes behind the daemon (bench/api.py measures it).
 """
 
 from __future__ import annotations
@@ -18,19 +17,20 @@ from lbsync.daemon.api.document import EncodedStatus, encode_status
 from lbsync.daemon.api.fragments import servers_to_encode
 from lbsync.daemon.status import Status
 
-# Work (servers to encode plus services to join) encoded on the event loop as it is
-# published; beyond it, in the worker thread. 10 servers encode in ≈0.3 ms, joining 1,000
-# services' fragments takes ≈1 ms.
+# Work (servers to encode, plus a tenth of the services: walking them by identity and
+# rejoining a chunk costs about that) encoded on the event loop as it is published; beyond
+# it, in the worker thread. One service of 10 servers changed among 1,000 (work 110) costs
+# 2-5 ms (bench/api.py); a whole new state of 10,000 servers, 300-600 ms.
 INLINE_WORK = 200
 
 
 def work(status: Status, current: EncodedStatus) -> int:
     """What encoding `status` after `current` costs: the servers of services whose fragment
-    cannot be reused, plus the services whose fragments are joined (none for the same state)."""
+    cannot be reused, plus a tenth of the services (none for the same state)."""
     state = status.state
     if state is None or state is current.state.state:
         return 0
-    return servers_to_encode(state, current.state) + len(state.services)
+    return servers_to_encode(state, current.state) + len(state.services) // 10
 
 
 class Publisher:

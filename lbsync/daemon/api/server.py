@@ -165,7 +165,7 @@ class StatusApi:
     async def _metrics(self, _: web.Request) -> web.StreamResponse:
         services = self.publisher.current.state.metrics
         return web.Response(
-            body=self.metrics.exposition() + services,
+            body=b"".join((self.metrics.exposition(), *services)),
             headers={"Content-Type": METRICS_CONTENT_TYPE},
         )
 
