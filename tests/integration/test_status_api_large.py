@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from support.api import api_url, get, get_json, service, until_json
-from support.memory import MemorySource, catalog_values
+from support.memory import MemorySource, catalog_values, file_target_config
 from support.site import running_daemon
 
 from lbsync.config import load
@@ -21,20 +21,6 @@ CHANGES = 6
 SETTLE = 120  # seconds: a cycle of 3,000 servers on a busy machine takes a second or more
 
 
-def generic_config(root: Path) -> Path:
-    """A daemon whose one target writes a file (no proxy), so cycles are the catalog's own."""
-    template = root / "count.j2"
-    template.write_text("{{ all_services | length }} services\n")
-    path = root / "lbsync.toml"
-    path.write_text(
-        f'[source.file]\npath = "{root / "unused.toml"}"\n\n'
-        '[apply]\nmin_wait = "10ms"\nmax_wait = "100ms"\n\n'
-        '[api]\nlisten = "127.0.0.1:0"\n\n'
-        f'[[target]]\nkind = "generic"\ntemplate = "{template}"\ndest = "{root / "count.txt"}"\n'
-    )
-    return path
-
-
 def stable_weights(document: dict[str, Any]) -> list[int]:
     return [server["weight"] for server in service(document, "svc-0000")["servers"][1:]]
 
@@ -44,7 +30,7 @@ async def test_status_and_healthz_answer_while_a_large_catalog_keeps_cycling(
 ) -> None:
     source = MemorySource()
     source.push(catalog_values(SERVICES, INSTANCES))
-    config = load(generic_config(tmp_path), environ={})
+    config = load(file_target_config(tmp_path), environ={})
     async with running_daemon(config, sources=[source]) as daemon:
         url = await api_url(daemon)
         await until_json(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from lbsync.model.contract import parse_values
 from lbsync.model.values import Snapshot
@@ -26,6 +27,21 @@ def catalog_values(services: int, instances: int, *, weight: int = 1) -> dict[st
                 "weight": weight if index == 0 and number == 1 else 1,
             }
     return values
+
+
+def file_target_config(root: Path) -> Path:
+    """lbsync.toml for a daemon fed by a MemorySource (give it as `sources`) whose one target
+    writes a file (no proxy, nothing to validate), so cycles are the catalog's own."""
+    template = root / "count.j2"
+    template.write_text("{{ all_services | length }} services\n")
+    path = root / "lbsync.toml"
+    path.write_text(
+        f'[source.file]\npath = "{root / "unused.toml"}"\n\n'
+        '[apply]\nmin_wait = "10ms"\nmax_wait = "100ms"\n\n'
+        '[api]\nlisten = "127.0.0.1:0"\n\n'
+        f'[[target]]\nkind = "generic"\ntemplate = "{template}"\ndest = "{root / "count.txt"}"\n'
+    )
+    return path
 
 
 def snapshot_of(values: dict[str, object], source: str = "memory") -> Snapshot:
