@@ -8,6 +8,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from support.memory import catalog_values, snapshot_of
 from support.waiting import async_wait_until
 
@@ -19,6 +20,8 @@ from lbsync.daemon.api.publisher import Publisher
 from lbsync.daemon.gauges import state_exposition
 from lbsync.daemon.status import SourceStatus, Status
 from lbsync.model.catalog import merge
+from lbsync.pipeline.decision import Plan
+from lbsync.pipeline.report import ApplyReport, Outcome
 
 T0 = 1_700_000_000.0
 
@@ -142,3 +145,19 @@ async def test_a_small_change_is_served_at_once_and_a_large_one_after_the_worker
         assert loaded(status_body(publisher.current, now=T0)) == status_json(newest, now=T0)
     finally:
         worker.cancel()
+
+
+def test_a_status_that_cannot_be_encoded_leaves_the_previous_one_served(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    state = catalog(2)
+    publisher = Publisher(status_of(state))
+    served = publisher.current
+    unencodable = ApplyReport("haproxy", Outcome.APPLIED, Plan.FULL, T0, {}, detail=object())  # type: ignore[arg-type]
+    broken = status_of(state).with_cycle(state, (unencodable,))
+    publisher.offer(broken)
+    assert publisher.current is served and not publisher.behind
+    assert "cannot encode the status; serving the previous one" in caplog.text
+    fine = status_of(with_service(state, 1, reweighted(state.services[1])))
+    publisher.offer(fine)
+    assert publisher.current.status is fine

@@ -12,6 +12,7 @@ next: an answer is at most two such encodes behind the daemon (bench/api.py meas
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from lbsync.daemon.api.document import EncodedStatus, encode_status
 from lbsync.daemon.api.fragments import servers_to_encode
@@ -23,6 +24,8 @@ from lbsync.daemon.status import Status
 # 2-5 ms (bench/api.py); a whole new state of 10,000 servers, 300-600 ms.
 INLINE_WORK = 200
 
+log = logging.getLogger("lbsync")
+
 
 def work(status: Status, current: EncodedStatus) -> int:
     """What encoding `status` after `current` costs: the servers of services whose fragment
@@ -33,12 +36,23 @@ def work(status: Status, current: EncodedStatus) -> int:
     return servers_to_encode(state, current.state) + len(state.services) // 10
 
 
+def encoded_or_none(status: Status, previous: EncodedStatus) -> EncodedStatus | None:
+    """`encode_status`, or None (logged) should it fail: that would be a bug, not input, and
+    neither the daemon nor the last answer should stop for it."""
+    try:
+        return encode_status(status, previous)
+    except Exception:
+        log.exception("status API: cannot encode the status; serving the previous one")
+        return None
+
+
 class Publisher:
     """Holds the last encoded status; `run` is the worker that encodes large changes."""
 
     def __init__(self, status: Status, *, inline_work: int = INLINE_WORK) -> None:
         self.current = encode_status(status, None)
         self._wanted = status
+        self._refused: Status | None = None
         self._inline_work = inline_work
         self._wake = asyncio.Event()
         self._busy = False
@@ -46,7 +60,7 @@ class Publisher:
     @property
     def behind(self) -> bool:
         """Whether a published status is not served yet (its encode is pending or running)."""
-        return self._wanted is not self.current.status
+        return self._wanted is not self.current.status and self._wanted is not self._refused
 
     def offer(self, status: Status) -> None:
         """A new status to serve: encoded now when cheap, else handed to the worker."""
@@ -54,9 +68,15 @@ class Publisher:
         if self._busy:
             return  # the worker takes the newest status when its encode ends
         if work(status, self.current) <= self._inline_work:
-            self.current = encode_status(status, self.current)
+            self._take(status, encoded_or_none(status, self.current))
         else:
             self._wake.set()
+
+    def _take(self, status: Status, encoded: EncodedStatus | None) -> None:
+        if encoded is None:
+            self._refused = status
+        else:
+            self.current = encoded
 
     async def run(self) -> None:
         """Encode what `offer` handed over, in a thread, until cancelled."""
@@ -66,8 +86,9 @@ class Publisher:
             self._busy = True
             try:
                 while self.behind:
-                    self.current = await asyncio.to_thread(
-                        encode_status, self._wanted, self.current
+                    wanted = self._wanted
+                    self._take(
+                        wanted, await asyncio.to_thread(encoded_or_none, wanted, self.current)
                     )
             finally:
                 self._busy = False
