@@ -1,12 +1,12 @@
 """The encoded status the API serves, kept in step with the daemon's without holding it up.
 
 Requests never encode and never wait for an encode: they serve `current`, the last status
-encoded whole. A new status is encoded as it is published when that is cheap (a few
-services changed), so what the daemon publishes is served at once; otherwise (a first
-cycle, a core that rebuilt every service of a large catalog) the encode runs in a worker
-thread, off the event loop, while requests keep getting the previous status. A status
-published meanwhile waits for that encode to finish, and only the newest one is encoded
-next: an answer is at most two such encodes behind the daemon (bench/api.py measures it).
+encoded whole. In a small catalog a new status is encoded as it is published, so what the
+daemon publishes is served at once; in a large one the encode runs in a worker thread, off
+the event loop, while requests keep getting the previous status. A status published
+meanwhile waits for that encode to finish, and only the newest one is encoded next: an
+answer is at most two encodes behind the daemon (a few milliseconds each when one service
+changed, a third of a second when every service of 10,000 servers is new; bench/api.py).
 """
 
 from __future__ import annotations
@@ -18,22 +18,27 @@ from lbsync.daemon.api.document import EncodedStatus, encode_status
 from lbsync.daemon.api.fragments import servers_to_encode
 from lbsync.daemon.status import Status
 
-# Work (servers to encode, plus a tenth of the services: walking them by identity and
-# rejoining a chunk costs about that) encoded on the event loop as it is published; beyond
-# it, in the worker thread. One service of 10 servers changed among 1,000 (work 110) costs
-# 2-5 ms (bench/api.py); a whole new state of 10,000 servers, 300-600 ms.
+# A change is encoded on the event loop as it is published when the state's services plus
+# the servers to encode again are at most this many (well under a millisecond); a larger one
+# in the worker thread. Even one service changed among 1,000 costs 2-8 ms (the walk by
+# identity, the raw keys' index, one chunk rejoined; bench/api.py): 50 such changes a
+# second would take a tenth to a third of the loop, while the thread gives the GIL back to
+# the loop every 5 ms (`sys.getswitchinterval`) and skips to the newest status.
 INLINE_WORK = 200
 
 log = logging.getLogger("lbsync")
 
 
-def work(status: Status, current: EncodedStatus) -> int:
-    """What encoding `status` after `current` costs: the servers of services whose fragment
-    cannot be reused, plus a tenth of the services (none for the same state)."""
+def cheap(status: Status, current: EncodedStatus, *, limit: int) -> bool:
+    """Whether encoding `status` after `current` is small enough for the event loop: the
+    state's services plus the servers to encode again are at most `limit` (the same state
+    costs nothing)."""
     state = status.state
     if state is None or state is current.state.state:
-        return 0
-    return servers_to_encode(state, current.state) + len(state.services) // 10
+        return True
+    if len(state.services) > limit:
+        return False  # without walking them
+    return len(state.services) + servers_to_encode(state, current.state) <= limit
 
 
 def encoded_or_none(status: Status, previous: EncodedStatus) -> EncodedStatus | None:
@@ -67,7 +72,7 @@ class Publisher:
         self._wanted = status
         if self._busy:
             return  # the worker takes the newest status when its encode ends
-        if work(status, self.current) <= self._inline_work:
+        if cheap(status, self.current, limit=self._inline_work):
             self._take(status, encoded_or_none(status, self.current))
         else:
             self._wake.set()
