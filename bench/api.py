@@ -5,7 +5,8 @@ worker thread) on loopback:
 
 - the encode cost per change, timed directly: a change of one service (the others keep their
   `ServiceState` objects, as an incremental core hands them over) and a whole new state
-  (every object new, as a core that rebuilds everything does);
+  (every object new, as a core that rebuilds everything does); beside them the whole
+  document encoded from scratch, which is what every request cost before;
 - then, for `--seconds` per mode, a status published `--rate` times a second (`incremental`:
   one service changed each time; `rebuild`: two whole states in turn) while three client
   processes each ask one endpoint (`/v1/status`, `/metrics`, `/healthz`) `--requests` times
@@ -47,6 +48,7 @@ from support.memory import catalog_values, snapshot_of  # noqa: E402
 from lbsync.core.state import DesiredState, build  # noqa: E402
 from lbsync.daemon.api import StatusApi  # noqa: E402
 from lbsync.daemon.api.document import EncodedStatus, encode_status  # noqa: E402
+from lbsync.daemon.api.encode import status_json  # noqa: E402
 from lbsync.daemon.status import SourceStatus, Status  # noqa: E402
 from lbsync.model.catalog import merge  # noqa: E402
 from lbsync.model.values import HealthMode  # noqa: E402
@@ -111,8 +113,16 @@ def encode_costs(base: DesiredState, other: DesiredState) -> None:
         started = time.perf_counter()
         current = encode_status(cycled(current.status, target), current)
         whole.append(time.perf_counter() - started)
+    scratch: list[float] = []
+    for _ in range(3):
+        started = time.perf_counter()
+        json.dumps(status_json(current.status, now=time.time()))
+        scratch.append(time.perf_counter() - started)
     print(f"encode, one service changed (100 changes):  {figures(single)} ms")
     print(f"encode, every service new (3 states):        {figures(whole)} ms")
+    print(
+        f"whole document from scratch (3 times):       {figures(scratch)} ms (per request before)"
+    )
 
 
 async def client(url: str, seconds: float, rate: float) -> list[float]:
