@@ -109,8 +109,8 @@ class KvView:
     directive. A template that means a multi-line value (a PEM for a generic target) asks for
     it by name with `multiline`."""
 
-    def __init__(self, raw: tuple[tuple[str, str], ...]) -> None:
-        self._raw = dict(raw)
+    def __init__(self, raw: Mapping[str, str]) -> None:
+        self._raw = raw
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """The raw value of one key (relative to the prefix), or the default; RenderError when

@@ -20,6 +20,7 @@ from lbsync.daemon.api.publisher import Publisher
 from lbsync.daemon.gauges import state_exposition
 from lbsync.daemon.status import SourceStatus, Status
 from lbsync.model.catalog import merge
+from lbsync.model.values import RawKeys
 from lbsync.pipeline.decision import Plan
 from lbsync.pipeline.report import ApplyReport, Outcome
 
@@ -80,8 +81,9 @@ def test_identity_decides_not_equality_and_a_new_rollout_record_is_encoded_again
         is not (first.fragments["svc-0000"])
     )
     record = json.dumps({"phase": "done", "to": "canary", "share": 100})
-    raw = tuple(
-        (key, record if key == "services/svc-0001/rollout" else text) for key, text in state.raw
+    raw = RawKeys.of(
+        (key, record if key == "services/svc-0001/rollout" else text)
+        for key, text in state.raw.items()
     )
     moved = encode_state(replace(state, raw=raw), first)
     assert moved.fragments["svc-0000"] is first.fragments["svc-0000"]

@@ -21,7 +21,7 @@ from lbsync.daemon.metrics import Metrics
 from lbsync.daemon.status import SourceStatus, Status
 from lbsync.model.catalog import merge
 from lbsync.model.contract import parse_values
-from lbsync.model.values import Snapshot
+from lbsync.model.values import RawKeys, Snapshot
 from lbsync.pipeline.decision import Plan
 from lbsync.pipeline.report import ApplyReport, Outcome
 
@@ -138,7 +138,7 @@ def test_a_rollout_record_shows_only_its_known_fields_each_checked_for_type() ->
         "updated": T0,
         "start_split": {"groups": {"blue": 100}},
     }
-    state = replace(shop_state(), raw=(("services/shop/rollout", json.dumps(record)),))
+    state = replace(shop_state(), raw=RawKeys.of([("services/shop/rollout", json.dumps(record))]))
     document = status_json(started().with_cycle(state, ()), now=T0 + 4)
     assert document["services"][0]["rollout"] == {
         "phase": "running",
@@ -153,7 +153,7 @@ def test_a_rollout_record_shows_only_its_known_fields_each_checked_for_type() ->
     }
     text = format_status(document, "u")
     assert "  rollout to green: running at 25.0%, steps 5/25/50, updated 4s ago\n" in text
-    broken = replace(shop_state(), raw=(("services/shop/rollout", "[1]"),))
+    broken = replace(shop_state(), raw=RawKeys.of([("services/shop/rollout", "[1]")]))
     (service,) = status_json(started().with_cycle(broken, ()), now=T0)["services"]
     assert service["rollout"] == {"error": "services/shop/rollout: not a JSON object"}
     assert (

@@ -216,7 +216,7 @@ def test_a_default_server_exists_even_without_any_host_routes() -> None:
 
 
 def test_kv_view_reads_keys_lists_children_and_tells_existence() -> None:
-    kv = KvView((("app/a", "1"), ("app/sub/b", "2"), ("apple", "3"), ("top", "4")))
+    kv = KvView({"app/a": "1", "app/sub/b": "2", "apple": "3", "top": "4"})
     assert kv.get("/app/a/") == "1"
     assert kv.get("app/none") is None
     assert kv.get("app/none", "fallback") == "fallback"

@@ -52,7 +52,7 @@ def not_ready_reason(status: Status) -> str | None:
 def status_json(status: Status, *, now: float) -> JSON:
     """The whole status: sources, services, refusals, the last cycle and the latest events."""
     state = status.state
-    raw = dict(state.raw) if state is not None else {}
+    raw: Mapping[str, str] = state.raw if state is not None else {}
     return {
         "version": API_VERSION,
         "now": now,
@@ -121,9 +121,9 @@ def _service_fields(service: ServiceState, rollout: JSON | None) -> JSON:
 
 
 def rollout_json(raw: Mapping[str, str], service: str) -> JSON | None:
-    """The service's rollout record, if any (`raw`: the state's raw keys as a dict, indexed
-    once per state, never scanned per service): its known fields (None where absent or of the
-    wrong type) and the numeric steps; `{"error": ...}` when it is not a JSON object."""
+    """The service's rollout record, if any (`raw`: the state's raw keys, a lookup in the
+    service's own part, never a scan): its known fields (None where absent or of the wrong
+    type) and the numeric steps; `{"error": ...}` when it is not a JSON object."""
     return rollout_record(rollout_key(service), raw.get(rollout_key(service)))
 
 

@@ -4,8 +4,8 @@ With 1,000 services of 10 instances, encoding the whole state takes a quarter of
 one service takes a fraction of a millisecond. The core keeps the same `ServiceState` object
 for a service that did not change, so a fragment is reused when its service is the very same
 object (identity, never a comparison or a hash of big values) and its rollout record the
-same text; every other service is encoded again. The raw keys are indexed once per state
-(a dict, never scanned per service).
+same text (a lookup in the raw keys' part of the service, never a scan); every other
+service is encoded again.
 
 The fragments are joined in chunks of CHUNK services, and a chunk whose fragments are all
 the ones it held before keeps its joined bytes: a change of one service joins one chunk and
@@ -113,7 +113,7 @@ def servers_to_encode(state: DesiredState | None, previous: EncodedState) -> int
 
 
 def _fragments(state: DesiredState, kept: Mapping[str, Fragment]) -> list[Fragment]:
-    raw = dict(state.raw)
+    raw = state.raw  # a lookup reads the service's own part
     fragments = []
     for service in state.services:
         old = kept.get(service.name)

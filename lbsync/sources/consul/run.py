@@ -76,6 +76,7 @@ class Watchers:
             if composed is None:
                 continue
             snapshot, kind = composed
+            snapshot = snapshot.sharing(last)
             if snapshot == last or (kind is not None and kind == last_kind):
                 continue  # a repeat, or a fault of the kind already reported
             last, last_kind = snapshot, kind
