@@ -37,6 +37,7 @@ async def test_status_and_healthz_answer_while_a_large_catalog_keeps_cycling(
             f"{url}/v1/summary", lambda d: d["ready"] and len(d["services"]) == SERVICES, SETTLE
         )
         start = daemon.status.cycles
+        before = daemon.api.publisher.current.state.fragments
         probes = 0
         cycles_seen: set[int] = set()
 
@@ -68,5 +69,8 @@ async def test_status_and_healthz_answer_while_a_large_catalog_keeps_cycling(
         )
         assert stable_weights(last)[0] > stable_weights(last)[1]  # the last change is served
         assert last == status_json(daemon.status, now=last["now"])
+        after = daemon.api.publisher.current.state.fragments
+        assert after["svc-0000"] is not before["svc-0000"]  # the service that changed
+        assert after["svc-0999"] is before["svc-0999"]  # encoded once, through every change
         _, metrics = await get(f"{url}/metrics")
         assert metrics.count("lbsync_group_target_percent{") == SERVICES * 2

@@ -57,14 +57,25 @@ class MemorySource:
     def __init__(self, name: str = "memory") -> None:
         self._name = name
         self._queue: asyncio.Queue[Snapshot] = asyncio.Queue()
+        self._last: Snapshot | None = None
 
     @property
     def name(self) -> str:
         return self._name
 
     def push(self, values: dict[str, object]) -> None:
-        """Deliver these relative keys and values as the source's next snapshot."""
-        self._queue.put_nowait(snapshot_of(values, self._name))
+        """Deliver these relative keys and values as the source's next snapshot, keeping each
+        unchanged part as the same object (as the store sources do)."""
+        fresh = snapshot_of(values, self._name)
+        if self._last is not None:
+            kept = self._last.parts
+            parts = {
+                name: old if (old := kept.get(name)) == part else part
+                for name, part in fresh.parts.items()
+            }
+            fresh = Snapshot(self._name, parts=parts)
+        self._last = fresh
+        self._queue.put_nowait(fresh)
 
     async def snapshots(self) -> AsyncIterator[Snapshot]:
         while True:
