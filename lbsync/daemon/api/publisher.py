@@ -21,7 +21,7 @@ from lbsync.daemon.status import Status
 # A change is encoded on the event loop as it is published when the state's services plus
 # the servers to encode again are at most this many (well under a millisecond); a larger one
 # in the worker thread. Even one service changed among 1,000 costs 2-8 ms (the walk by
-# identity, the raw keys' index, one chunk rejoined; bench/api.py): 50 such changes a
+# identity, the rollout lookups, one chunk rejoined; bench/api.py): 50 such changes a
 # second would take a tenth to a third of the loop, while the thread gives the GIL back to
 # the loop every 5 ms (`sys.getswitchinterval`) and skips to the newest status.
 INLINE_WORK = 200
