@@ -6,7 +6,7 @@ daemon publishes is served at once; in a large one the encode runs in a worker t
 the event loop, while requests keep getting the previous status. A status published
 meanwhile waits for that encode to finish, and only the newest one is encoded next: an
 answer is at most two encodes behind the daemon (a few milliseconds each when one service
-changed, a third of a second when every service of 10,000 servers is new; bench/api.py).
+changed, up to a second when every service of 10,000 servers is new; bench/api.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from lbsync.daemon.status import Status
 
 # A change is encoded on the event loop as it is published when the state's services plus
 # the servers to encode again are at most this many (well under a millisecond); a larger one
-# in the worker thread. Even one service changed among 1,000 costs 2-8 ms (the walk by
+# in the worker thread. Even one service changed among 1,000 costs 5-15 ms (the walk by
 # identity, the rollout lookups, one chunk rejoined; bench/api.py): 50 such changes a
 # second would take a tenth to a third of the loop, while the thread gives the GIL back to
 # the loop every 5 ms (`sys.getswitchinterval`) and skips to the newest status.
