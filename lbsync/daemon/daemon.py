@@ -109,6 +109,7 @@ class Daemon:
 
     async def _publish(self, status: Status) -> None:
         self.status = status
+        self.api.publish(status)
         async with self._changed:
             self._changed.notify_all()
 

@@ -16,6 +16,7 @@ from lbsync.cli.status import format_status, in_step
 from lbsync.config import ConfigError, parse_listen
 from lbsync.core.state import DesiredState, build
 from lbsync.daemon.api.encode import not_ready_reason, status_json
+from lbsync.daemon.gauges import state_exposition
 from lbsync.daemon.metrics import Metrics
 from lbsync.daemon.status import SourceStatus, Status
 from lbsync.model.catalog import merge
@@ -168,7 +169,7 @@ def test_applies_are_counted_by_outcome_and_propagation_only_for_new_changes() -
     def cycle(outcome: Outcome, at: float) -> str:
         current[0] = current[0].with_cycle(shop_state(), (report(outcome, at),))
         metrics.observe_cycle(current[0])
-        return metrics.exposition().decode()
+        return (metrics.exposition() + state_exposition(current[0].state)).decode()
 
     def value(text: str, name: str, **labels: str) -> float | None:
         for family in text_string_to_metric_families(text):
