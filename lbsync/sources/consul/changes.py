@@ -18,10 +18,10 @@ show moving. What each change looks like there, measured on Consul 1.8.7
 So: a service whose check rows (status, ids, tags; not the output text) changed is read; so is
 every service with an instance on a node whose node checks changed, and a service whose catalog
 tags changed. A catalog index that moved with no such change to explain it (no check modified
-or removed between the previous catalog index and the new one) means a registration the health
-state cannot show: every exposed service is read (a sweep). What neither query shows (a node's
-new address alone, or a change hidden in the same catalog wake-up as an explained one) is
-caught by the periodic full read (`resync`).
+or removed by the write at the catalog's new index) means a registration the health state
+cannot show: every exposed service is read (a sweep). What neither query shows (a node's new
+address alone; a re-registration coalesced into the same catalog wake-up as a later write that
+is explained, during a burst of registrations) is caught by the periodic full read (`resync`).
 """
 
 from __future__ import annotations
@@ -94,9 +94,10 @@ def check_changes(old: HealthState, new: HealthState) -> tuple[int, ...]:
     return tuple(sorted(indexes))
 
 
-def explained(changes: Sequence[int], *, after: int, upto: int) -> bool:
-    """Whether a check change happened in the catalog's move from index `after` to `upto`."""
-    return any(after < index <= upto for index in changes)
+def explained(changes: Sequence[int], *, at: int) -> bool:
+    """Whether a check changed in the write that moved the catalog to index `at` (a check-only
+    write, a flip, moves the health state but not the catalog: it explains nothing)."""
+    return at in changes
 
 
 def tags_moved(old: Mapping[str, Sequence[str]], new: Mapping[str, Sequence[str]]) -> set[str]:

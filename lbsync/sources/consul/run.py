@@ -71,9 +71,8 @@ class Watchers:
         self.services: dict[str, ServiceView] = {}  # the exposed services read so far
         self.pending: set[str] = set()  # exposed services to read (again)
         self.read_wanted = asyncio.Event()
-        self.settled = 0  # catalog moves up to this index are explained or swept
-        self.unexplained: tuple[int, int] | None = None  # a catalog move (after, upto)
-        self.changes: list[int] = []  # indexes of check changes after `settled`
+        self.unexplained: list[int] = []  # catalog indexes waiting for the health state
+        self.changes: list[int] = []  # indexes of writes that changed checks, not yet matched
         self.explain_timer: asyncio.TimerHandle | None = None
         self.recovering: set[str] = set()
         self.faults: dict[str, Fault] = {}
@@ -202,19 +201,17 @@ class Watchers:
 
     def _set_catalog(self, catalog: CatalogView) -> None:
         old, self.catalog = self.catalog, catalog
-        if old is None:
-            self.settled = catalog.index
-        elif catalog.index < old.index:
-            self._sweep()  # a restarted agent, or another one
-            self._settle_at(catalog.index)
+        if old is None or catalog.index < old.index:
+            if old is not None:
+                self._sweep()  # a restarted agent, or another one: read everything again
+            self._forget_moves()
         else:
             moved = tags_moved(old.services, catalog.services)
             self._want(moved)
-            if moved:
-                self._settle_at(catalog.index)
-            elif catalog.index > old.index:
-                after = old.index if self.unexplained is None else self.unexplained[0]
-                self.unexplained = (after, catalog.index)
+            if catalog.index > old.index:
+                if moved:  # explained: the services whose tags moved are read
+                    self.changes.append(catalog.index)
+                self.unexplained.append(catalog.index)
                 self._settle()
         self._sync()
         self.changed.set()
@@ -230,42 +227,56 @@ class Watchers:
         old, self.health = self.health, new
         if old is not None and index < old.index:
             self._sweep()
+            self._forget_moves()
         elif old is not None:
             nodes_of = {service: view.nodes for service, view in self.services.items()}
             self._want(services_to_read(old, new, nodes_of=nodes_of))
-            self.changes += [at for at in check_changes(old, new) if at > self.settled]
+            floor = self.catalog.index if self.catalog is not None else 0
+            waiting = set(self.unexplained)  # a later catalog move has a higher index
+            self.changes = [
+                at
+                for at in (*self.changes, *check_changes(old, new))
+                if at > floor or at in waiting
+            ]
         self._settle()
         if self.pending:
             self.read_wanted.set()
 
     def _settle(self) -> None:
-        """Decide a pending catalog move: explained by a check change in its range, or, once the
-        health state has caught up with it (or after `EXPLAIN_WAIT`), a sweep."""
-        if self.unexplained is None or self.health is None:
+        """Decide the catalog moves the health state has caught up with: each is explained by a
+        check changed in its write, or else swept; the rest wait, at most `EXPLAIN_WAIT`."""
+        if not self.unexplained or self.health is None:
             return
-        after, upto = self.unexplained
-        if not explained(self.changes, after=after, upto=upto):
-            if self.health.index < upto:
-                if self.explain_timer is None:
-                    loop = asyncio.get_running_loop()
-                    self.explain_timer = loop.call_later(EXPLAIN_WAIT, self._explain_timeout)
-                return
+        reached = [at for at in self.unexplained if at <= self.health.index]
+        if any(not explained(self.changes, at=at) for at in reached):
             self._sweep()
-        self._settle_at(upto)
+        if reached:
+            self._settle_at(max(reached))
+        if self.unexplained and self.explain_timer is None:
+            loop = asyncio.get_running_loop()
+            self.explain_timer = loop.call_later(EXPLAIN_WAIT, self._explain_timeout)
 
     def _explain_timeout(self) -> None:
         self.explain_timer = None
-        if self.unexplained is not None:
+        if self.unexplained:
             self._sweep()
-            self._settle_at(self.unexplained[1])
+            self._settle_at(max(self.unexplained))
 
     def _settle_at(self, index: int) -> None:
-        self.unexplained = None
+        """Catalog moves up to `index` are decided: forget them and the check changes before."""
+        self.unexplained = [at for at in self.unexplained if at > index]
+        self.changes = [at for at in self.changes if at > index]
+        if not self.unexplained and self.explain_timer is not None:
+            self.explain_timer.cancel()
+            self.explain_timer = None
+
+    def _forget_moves(self) -> None:
+        """A first answer, or indexes that went backwards: nothing is waiting to be explained."""
+        self.unexplained = []
+        self.changes = []
         if self.explain_timer is not None:
             self.explain_timer.cancel()
             self.explain_timer = None
-        self.settled = index
-        self.changes = [at for at in self.changes if at > index]
 
     def _sync(self) -> None:
         """Follow the set of exposed services: forget those that left, read those that came."""
