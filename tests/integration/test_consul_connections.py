@@ -1,4 +1,5 @@
-"""The Consul source's connections do not grow with services, and changes cost only their reads.
+"""The Consul source's connections do not grow with services, changes cost only their reads,
+and the requests sent to Consul and etcd are counted.
 
 Real dev agents; instances registered through the catalog API on external nodes. Connections
 are counted from /proc while the test itself sends nothing (during the waits for snapshots).
@@ -15,12 +16,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from support.consul import ConsulAgent, consul_binary, following
+from support.etcd import EtcdServer
 from support.sockets import established_to
 
-from lbsync.config import ConsulSourceConfig
+from lbsync.config import ConsulSourceConfig, EtcdSourceConfig
+from lbsync.daemon.metrics import Metrics
+from lbsync.daemon.status import Status
 from lbsync.model.values import Health, Instance, Snapshot
 from lbsync.sources.consul import ConsulSource
+from lbsync.sources.etcd import EtcdSource
 
 _T = TypeVar("_T")
 NODES = 30
@@ -227,3 +233,41 @@ async def test_a_tight_per_client_connection_limit_still_syncs_and_the_consul_cl
                 "svc-42-1 warning",
             )
         assert peak.value <= MAX_CONNECTIONS
+
+
+def exposed_requests(metrics: Metrics, source: str) -> dict[str, float]:
+    """`lbsync_source_requests_total` of one source, by kind, as the daemon's /metrics has it."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics.exposition().decode()):
+        for sample in family.samples:
+            if sample.name == "lbsync_source_requests_total" and sample.labels["source"] == source:
+                found[sample.labels["kind"]] = sample.value
+    return found
+
+
+async def test_requests_to_consul_and_etcd_are_counted_by_kind_in_the_metrics(
+    tmp_path: Path, etcd: EtcdServer
+) -> None:
+    with agent_running(tmp_path / "consul") as agent:
+        await agent.catalog_register_many([instance_body(1, 0)])
+        consul = source_for(agent)
+        store = EtcdSource(EtcdSourceConfig(endpoints=(etcd.url,)))
+        metrics = Metrics(lambda: Status(started_at=0.0, sources=()))
+        metrics.count_requests(
+            lambda: [(consul.name, consul.requests), (store.name, store.requests)]
+        )
+        async with following(consul) as snapshots, following(store) as etcd_snapshots:
+            await snapshots.next(lambda s: len(all_instances(s)) == 1, 20, "one instance")
+            await etcd_snapshots.next(lambda s: s.usable, 20, "a usable etcd snapshot")
+            consul_counts = exposed_requests(metrics, consul.name)
+            assert set(consul_counts) == {
+                "catalog",
+                "health-service",
+                "health-state",
+                "kv",
+                "token",
+            }
+            assert consul_counts["health-service"] >= 1
+            assert dict(consul.requests.items()) == consul_counts
+            etcd_counts = exposed_requests(metrics, store.name)
+            assert etcd_counts.get("range", 0) >= 1 and etcd_counts.get("watch", 0) >= 1
