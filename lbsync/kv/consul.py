@@ -379,7 +379,8 @@ class Agents:
         )
 
     async def catalog(self, index: int) -> tuple[int, dict[str, tuple[str, ...]]]:
-        """`/v1/catalog/services`: every service name with the union of its instances' tags."""
+        """`/v1/catalog/services`: every service name with the union of its instances' tags,
+        sorted (Consul lists a union in any order from one answer to the next)."""
         found, services = await self._call(
             "the service catalog",
             lambda client: client.catalog.services(
@@ -392,7 +393,7 @@ class Agents:
         if not isinstance(services, dict):
             raise Unavailable(f"Consul at {self.address}: unexpected catalog answer")
         return _index(found), {
-            str(name): tuple(str(tag) for tag in tags or ()) for name, tags in services.items()
+            str(name): tuple(sorted({str(tag) for tag in tags or ()})) for name, tags in services.items()
         }
 
     async def health(self, service: str) -> list[dict[str, Any]]:
