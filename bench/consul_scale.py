@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,11 @@ def body(service: int, number: int, *, status: str = "passing", port: int = 0) -
 def health_of(snapshot: Snapshot, key: str) -> Health | None:
     entry = dict(snapshot.entries).get(key) if snapshot.usable else None
     return entry.health if isinstance(entry, Instance) else None
+
+
+def flipped(key: str) -> Callable[[Snapshot], bool]:
+    """Whether a snapshot shows this instance critical."""
+    return lambda snapshot: health_of(snapshot, key) is Health.CRITICAL
 
 
 class Sampler:
@@ -163,9 +169,7 @@ async def run(services: int, instances: int, flips: int, idle: float) -> None:
                     sampler.paused = True
                     await agent.catalog_register_many([body(service, number, status=status)])
                     sampler.paused = False
-                    await snapshots.next(
-                        lambda s, key=key: health_of(s, key) is Health.CRITICAL, 60, key
-                    )
+                    await snapshots.next(flipped(key), 60, key)
                     latencies.append(time.perf_counter() - start)
                     cost = deltas(before, dict(source.requests.items()))
                     costs.append(cost.get("health-service", 0))

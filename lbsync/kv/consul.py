@@ -393,7 +393,8 @@ class Agents:
         if not isinstance(services, dict):
             raise Unavailable(f"Consul at {self.address}: unexpected catalog answer")
         return _index(found), {
-            str(name): tuple(sorted({str(tag) for tag in tags or ()})) for name, tags in services.items()
+            str(name): tuple(sorted({str(tag) for tag in tags or ()}))
+            for name, tags in services.items()
         }
 
     async def health(self, service: str) -> list[dict[str, Any]]:
