@@ -10,7 +10,8 @@ and the Consul source in this process. Prints:
 - for F health flips, one after the other: flip -> snapshot showing it (median, max) and the
   requests each cost;
 - one re-registration with a new port and the same check (a sweep: every service read);
-- the size and decode time of `/v1/health/state/any` and of one `/v1/health/service/<svc>`.
+- what one wake-up of `/v1/health/state/any` costs (bytes, the agent's time, decoding, lbsync's
+  fold), and one `/v1/health/service/<svc>` (bytes, decoding, mapping).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -37,8 +38,11 @@ from support.sockets import established_to  # noqa: E402
 from lbsync.config import ConsulSourceConfig  # noqa: E402
 from lbsync.model.values import Health, Instance, Snapshot  # noqa: E402
 from lbsync.sources.consul import ConsulSource  # noqa: E402
+from lbsync.sources.consul.changes import health_state  # noqa: E402
+from lbsync.sources.consul.mapping import service_view  # noqa: E402
 
 NODES = 100
+_T = TypeVar("_T")
 
 
 def body(service: int, number: int, *, status: str = "passing", port: int = 0) -> dict[str, Any]:
@@ -107,13 +111,41 @@ def deltas(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     }
 
 
-async def payload(agent: ConsulAgent, path: str) -> tuple[int, float]:
-    """Bytes of one answer and the seconds `json.loads` takes on it."""
+async def fetch(agent: ConsulAgent, path: str) -> tuple[bytes, float]:
+    """One answer's bytes and the seconds the agent took to send it."""
+    start = time.perf_counter()
     async with aiohttp.ClientSession() as session, session.get(agent.address + path) as reply:
         raw = await reply.read()
-    start = time.perf_counter()
-    json.loads(raw)
-    return len(raw), time.perf_counter() - start
+    return raw, time.perf_counter() - start
+
+
+def timed(work: Callable[[], _T], repeat: int = 5) -> tuple[_T, float]:
+    """The result of `work` and its median seconds over `repeat` runs."""
+    seconds: list[float] = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = work()
+        seconds.append(time.perf_counter() - start)
+    return result, statistics.median(seconds)
+
+
+async def payloads(agent: ConsulAgent) -> None:
+    """What one wake-up of the health state costs, step by step, and one service's read."""
+    raw, served = await fetch(agent, "/v1/health/state/any")
+    items, decode = timed(lambda: json.loads(raw))
+    _, fold = timed(lambda: health_state(1, items))
+    one, one_served = await fetch(agent, "/v1/health/service/svc-1")
+    nodes, one_decode = timed(lambda: json.loads(one))
+    _, one_map = timed(lambda: service_view("svc-1", nodes))
+    print(
+        f"/v1/health/state/any: {len(raw) / 1e6:.2f} MB, {len(items):,} checks; served in "
+        f"{served * 1000:.0f} ms; json.loads {decode * 1000:.0f} ms, fold {fold * 1000:.0f} ms"
+    )
+    print(
+        f"/v1/health/service/svc-1: {len(one) / 1e3:.1f} kB; served in "
+        f"{one_served * 1000:.1f} ms; json.loads {one_decode * 1000:.2f} ms, mapping "
+        f"{one_map * 1000:.2f} ms"
+    )
 
 
 async def run(services: int, instances: int, flips: int, idle: float) -> None:
@@ -128,13 +160,7 @@ async def run(services: int, instances: int, flips: int, idle: float) -> None:
                 f"registered {services:,} services x {instances} instances "
                 f"({services * instances:,}) in {time.perf_counter() - start:.1f} s"
             )
-            state_bytes, state_decode = await payload(agent, "/v1/health/state/any")
-            service_bytes, service_decode = await payload(agent, "/v1/health/service/svc-1")
-            print(
-                f"/v1/health/state/any: {state_bytes / 1e6:.2f} MB, json.loads "
-                f"{state_decode * 1000:.0f} ms; /v1/health/service/svc-1: "
-                f"{service_bytes / 1e3:.1f} kB, json.loads {service_decode * 1000:.2f} ms"
-            )
+            await payloads(agent)
             source = ConsulSource(ConsulSourceConfig(addresses=(agent.address,), wait=30.0))
             sampler = Sampler(agent.ports["http"])
             sampler.start()

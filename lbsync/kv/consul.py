@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import Any, Final, TypeVar
 
 import aiohttp
 import consul.aio
@@ -97,18 +97,6 @@ class Access(StrEnum):
     def gerund(self) -> str:
         """`reading` or `writing`."""
         return "reading" if self is Access.READ else "writing"
-
-
-class Check(NamedTuple):
-    """One row of `/v1/health/state/any`: what lbsync reads of a check (not its output)."""
-
-    node: str
-    check_id: str
-    service: str  # ServiceName, "" for a node's check
-    service_id: str
-    status: str
-    tags: tuple[str, ...]
-    modify_index: int
 
 
 class AclState(StrEnum):
@@ -411,9 +399,9 @@ class Agents:
             raise Unavailable(f"Consul at {self.address}: unexpected health answer for {service}")
         return nodes
 
-    async def health_state(self, index: int) -> tuple[int, frozenset[Check]]:
+    async def health_state(self, index: int) -> tuple[int, list[dict[str, Any]]]:
         """`/v1/health/state/any` (blocking when index > 0, stale): every check in the
-        datacenter, node checks and service checks, without their output."""
+        datacenter, node checks and service checks."""
 
         def request(client: Any) -> Awaitable[tuple[object, object]]:
             params: list[tuple[str, object]] = list(STALE)
@@ -435,23 +423,9 @@ class Agents:
             blocking=index > 0,
             needs='service_prefix "" read and node_prefix "" read',
         )
-        if not isinstance(checks, list):
+        if not isinstance(checks, list) or not all(isinstance(item, dict) for item in checks):
             raise Unavailable(f"Consul at {self.address}: unexpected health state answer")
-        return _index(found), frozenset(_check(item) for item in checks if isinstance(item, dict))
-
-
-def _check(item: dict[str, Any]) -> Check:
-    """A check of the health state, as text fields (a field of another type becomes text)."""
-    tags = item.get("ServiceTags")
-    return Check(
-        node=str(item.get("Node") or ""),
-        check_id=str(item.get("CheckID") or ""),
-        service=str(item.get("ServiceName") or ""),
-        service_id=str(item.get("ServiceID") or ""),
-        status=str(item.get("Status") or ""),
-        tags=tuple(str(tag) for tag in tags) if isinstance(tags, list) else (),
-        modify_index=_index(item.get("ModifyIndex")),
-    )
+        return _index(found), checks
 
 
 def addresses_of(texts: Sequence[str]) -> tuple[Endpoint, ...]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from lbsync.kv.consul import Check
+from typing import Any
+
 from lbsync.sources.consul.changes import (
     check_changes,
     explained,
@@ -20,9 +21,20 @@ def check(
     status: str = "passing",
     modified: int = 10,
     tags: tuple[str, ...] = (),
-) -> Check:
-    service_id = f"{service}-1" if service else ""
-    return Check(node, check_id, service, service_id, status, tags, modified)
+) -> dict[str, Any]:
+    """A row of `/v1/health/state/any` as Consul answers it."""
+    return {
+        "Node": node,
+        "CheckID": check_id,
+        "Name": check_id,
+        "Status": status,
+        "Output": f"output {modified}",
+        "ServiceID": f"{service}-1" if service else "",
+        "ServiceName": service,
+        "ServiceTags": list(tags),
+        "CreateIndex": 5,
+        "ModifyIndex": modified,
+    }
 
 
 BASE = [
@@ -34,7 +46,7 @@ BASE = [
 NODES_OF = {"shop": {"n1"}, "cart": {"n2"}, "api": {"n1", "n2"}}
 
 
-def reads(before: list[Check], after: list[Check]) -> set[str]:
+def reads(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> set[str]:
     return services_to_read(health_state(5, before), health_state(6, after), nodes_of=NODES_OF)
 
 
@@ -79,3 +91,13 @@ def test_catalog_tags_moved_when_a_service_comes_goes_or_changes_its_tags() -> N
     old = {"shop": ("blue",), "cart": (), "api": ("x",)}
     new = {"shop": ("blue", "green"), "cart": (), "web": ()}
     assert tags_moved(old, new) == {"shop", "api", "web"}
+
+
+def test_checks_of_odd_shapes_are_folded_without_an_exception() -> None:
+    odd = [
+        {"Node": 7, "CheckID": None, "ServiceID": "x-1", "ServiceName": "x", "ServiceTags": "t"},
+        {"Node": "n1", "Status": ["passing"], "ModifyIndex": "12", "ServiceTags": [1, None]},
+    ]
+    state = health_state(3, odd)
+    assert set(state.services) == {"x"} and set(state.nodes) == {"n1"}
+    assert state.modified == {"x": frozenset({0})}

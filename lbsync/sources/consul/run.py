@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from lbsync.common.backoff import Backoff
-from lbsync.kv.consul import CATALOG_NEEDS, AclRefusal, AclState, Agents, Check, Fault, FaultKind
+from lbsync.kv.consul import CATALOG_NEEDS, AclRefusal, AclState, Agents, Fault, FaultKind
 from lbsync.model.contract import ParseCache
 from lbsync.model.values import Snapshot
 from lbsync.sources.consul.changes import (
@@ -226,12 +226,12 @@ class Watchers:
         self._sync()
         self.changed.set()
 
-    async def _read_health(self, index: int) -> tuple[int, tuple[int, frozenset[Check]]]:
+    async def _read_health(self, index: int) -> tuple[int, tuple[int, list[dict[str, Any]]]]:
         """The health state with its index as part of the value (see `_set_health`)."""
         found, checks = await self.agents.health_state(index)
         return found, (found, checks)
 
-    def _set_health(self, state: tuple[int, frozenset[Check]]) -> None:
+    def _set_health(self, state: tuple[int, list[dict[str, Any]]]) -> None:
         index, checks = state
         new = health_state(index, checks)
         old, self.health = self.health, new
