@@ -148,7 +148,7 @@ async def payloads(agent: ConsulAgent) -> None:
     )
 
 
-async def run(services: int, instances: int, flips: int, idle: float) -> None:
+async def run(*, services: int, instances: int, flips: int, idle: float) -> None:
     with tempfile.TemporaryDirectory(prefix="lbsync-consul-scale-") as root:
         agent = ConsulAgent(root=Path(root) / "consul")
         agent.start()
@@ -235,7 +235,9 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=20.0)
     args = parser.parse_args()
     print(f"lbsync Consul scale benchmark: Python {sys.version.split()[0]}")
-    asyncio.run(run(args.services, args.instances, args.flips, args.idle))
+    asyncio.run(
+        run(services=args.services, instances=args.instances, flips=args.flips, idle=args.idle)
+    )
 
 
 if __name__ == "__main__":

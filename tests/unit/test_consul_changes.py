@@ -94,7 +94,7 @@ def test_catalog_tags_moved_when_a_service_comes_goes_or_changes_its_tags() -> N
 
 
 def test_checks_of_odd_shapes_are_folded_without_an_exception() -> None:
-    odd = [
+    odd: list[dict[str, Any]] = [
         {"Node": 7, "CheckID": None, "ServiceID": "x-1", "ServiceName": "x", "ServiceTags": "t"},
         {"Node": "n1", "Status": ["passing"], "ModifyIndex": "12", "ServiceTags": [1, None]},
     ]
