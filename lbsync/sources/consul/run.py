@@ -223,6 +223,9 @@ class Watchers:
                     self.changes.append(catalog.index)
                 self.unexplained.append(catalog.index)
                 self._settle()
+            if not moved:
+                self._sync()
+                return  # only the index moved: the reads it asks for compose when done
         self._sync()
         self.changed.set()
 
