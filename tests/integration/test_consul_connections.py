@@ -271,3 +271,33 @@ async def test_requests_to_consul_and_etcd_are_counted_by_kind_in_the_metrics(
             assert dict(consul.requests.items()) == consul_counts
             etcd_counts = exposed_requests(metrics, store.name)
             assert etcd_counts.get("range", 0) >= 1 and etcd_counts.get("watch", 0) >= 1
+
+
+async def test_changes_the_health_state_cannot_show_still_reach_the_snapshot(
+    tmp_path: Path,
+) -> None:
+    """An instance registered without checks moves only the catalog's index (every service is
+    read); a node's new address alone moves neither query (seen at the periodic full read)."""
+    with agent_running(tmp_path / "consul") as agent:
+        await agent.catalog_register_many(
+            [instance_body(service, number) for service in range(5) for number in range(2)]
+        )
+        source = ConsulSource(ConsulSourceConfig(addresses=(agent.address,), wait=5.0), resync=3.0)
+        async with following(source) as snapshots:
+            await snapshots.next(lambda s: len(all_instances(s)) == 10, 20, "10 instances")
+            bare = instance_body(2, 5)
+            del bare["Checks"]
+            await agent.catalog_register_many([bare])
+            arrived = await snapshots.next(
+                lambda s: instance(s, 2, 5) is not None, 20, "the instance without checks"
+            )
+            assert getattr(instance(arrived, 2, 5), "health", None) is Health.PASSING
+
+            node = instance_body(4, 0)["Node"]
+            await agent.catalog_register_many([{"Node": node, "Address": "10.9.9.9"}])
+            moved = await snapshots.next(
+                lambda s: getattr(instance(s, 4, 0), "address", None) == "10.9.9.9",
+                20,
+                "svc-4-0 at its node's new address",
+            )
+            assert len(all_instances(moved)) == 11
