@@ -27,6 +27,7 @@ from lbsync.sources import Source
 from lbsync.sources.build import sources_for
 from lbsync.sources.filewatch import changes
 from lbsync.sources.follow import Views, follow
+from lbsync.sources.protocol import Counted
 
 log = logging.getLogger("lbsync")
 
@@ -63,6 +64,9 @@ class Daemon:
         self._logged_rejections: frozenset[str] = frozenset()
         # Read-only HTTP over `status`; `api.address` is published once it listens.
         self.api = StatusApi(lambda: self.status, listen=config.api.listen, token=config.api.token)
+        self.api.metrics.count_requests(
+            lambda: [(s.name, s.requests) for s in self.sources if isinstance(s, Counted)]
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; raises whatever ends a task unexpectedly."""

@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from lbsync.daemon.status import Status
+from lbsync.kv.requests import RequestCounts
 from lbsync.pipeline.decision import Plan
 from lbsync.pipeline.report import FAILURES, Outcome
 
@@ -68,6 +69,10 @@ class Metrics:
         self.registry.register(_StatusCollector(status))
         self._targets: set[str] = set()
         self._live_since: dict[str, float] = {}
+
+    def count_requests(self, counts: Callable[[], Iterable[tuple[str, RequestCounts]]]) -> None:
+        """Expose the requests each source sent to its store, by kind (read at each scrape)."""
+        self.registry.register(_RequestCollector(counts))
 
     def observe_cycle(self, status: Status) -> None:
         """Count the reports of the cycle that produced `status` (call once per cycle)."""
@@ -123,6 +128,25 @@ class _StatusCollector(Collector):
         yield started
         yield from _sources(status, now)
         yield from _targets(status)
+
+
+class _RequestCollector(Collector):
+    """`lbsync_source_requests_total{source, kind}` from the sources' own counters."""
+
+    def __init__(self, counts: Callable[[], Iterable[tuple[str, RequestCounts]]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterable[Metric]:
+        sent = CounterMetricFamily(
+            "lbsync_source_requests",
+            "Requests a source sent to its store, by kind (Consul: kv, catalog, health-state, "
+            "health-service, token; etcd: range, watch, txn, put, ...).",
+            labels=["source", "kind"],
+        )
+        for source, counts in self._counts():
+            for kind, requests in counts.items():
+                sent.add_metric([source, kind], requests)
+        yield sent
 
 
 def _gauge(name: str, documentation: str, labels: list[str]) -> GaugeMetricFamily:

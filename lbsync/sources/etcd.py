@@ -26,6 +26,7 @@ from lbsync.kv.etcd.errors import (
     WatchIdle,
 )
 from lbsync.kv.etcd.messages import EventType, WatchResponse
+from lbsync.kv.requests import RequestCounts
 from lbsync.model.held import HeldKeys
 from lbsync.model.values import Snapshot
 
@@ -44,6 +45,7 @@ class EtcdSource:
         self.config = config
         self.prefix = config.prefix
         self._retry = retry
+        self.requests = RequestCounts()  # every request to etcd, by kind, for the metrics
 
     @property
     def name(self) -> str:
@@ -63,7 +65,7 @@ class EtcdSource:
         last: Snapshot | None = None
         failures = 0
         rng = random.Random()
-        async with EtcdClient.from_config(self.config) as client:
+        async with EtcdClient.from_config(self.config, requests=self.requests) as client:
             while True:
                 try:
                     async for snapshot in self._follow(client):
