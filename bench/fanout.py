@@ -19,11 +19,11 @@ small parses. What it prints is read from the store itself, not from lbsync:
 Consul's agent refuses more than `limits.http_max_conns_per_client` (200) connections from one IP;
 N sidecars on one loopback IP exceed it, where in production each sidecar has its own local agent.
 This bench raises it in its own dev agent (and turns on Prometheus-format metrics) and says so.
-Each Consul source holds one blocking query per exposed service plus KV and catalog, so the
-Consul catalog is smaller by default: N x (services + 2) connections must fit under the machine's
+The Consul catalog is smaller by default: a Consul source that holds one blocking query per
+exposed service needs N x (services + 2) connections, which must fit under the machine's
 open-file limit in both processes.
 
-Run: `python bench/fanout.py` (about 3 minutes), or `--sources 300 --store etcd`.
+Run: `python bench/fanout.py` (about 2.5 minutes), or `--sources 300 --store etcd`.
 """
 
 from __future__ import annotations
