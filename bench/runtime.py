@@ -101,13 +101,19 @@ class Shape:
     def instance(port: int, name: str) -> dict[str, Any]:
         return {"address": "127.0.0.1", "port": port, "tags": [name.split("-")[0]]}
 
+    @staticmethod
+    def split(share: float) -> dict[str, Any]:
+        """shop's split for a blue share (without building every service: a burst at 10,000
+        servers would time the benchmark's own work)."""
+        return {"by": "tag", "groups": {"blue": share}}
+
     def services(self, share: float, hosts: tuple[str, ...] = (HOST,)) -> dict[str, Any]:
         """The services file's services, with shop's split and hosts."""
         documents: dict[str, Any] = {}
         for service, instances in self.instances().items():
             route = {"hosts": list(hosts) if service == "shop" else [f"{service}.example.com"]}
             documents[service] = {"route": route, "instances": instances}
-        documents["shop"]["split"] = {"by": "tag", "groups": {"blue": share}}
+        documents["shop"]["split"] = self.split(share)
         return documents
 
 
@@ -156,10 +162,10 @@ async def etcd_store(root: Path, shape: Shape) -> AsyncIterator[tuple[str, PutSp
                     for name, value in document["instances"].items()
                 ]
             await asyncio.gather(*puts)
-            await put_json("shop/split", shape.services(50)["shop"]["split"])
+            await put_json("shop/split", shape.split(50))
 
             async def put(share: float, hosts: tuple[str, ...]) -> None:
-                split = shape.services(share)["shop"]["split"]  # (host toggles: file only)
+                split = shape.split(share)  # (host toggles: file only)
                 await client.put("lbsync/services/shop/split", json.dumps(split))
 
             async def member(name: str, port: int | None) -> None:
@@ -184,10 +190,10 @@ async def consul_store(root: Path, shape: Shape) -> AsyncIterator[tuple[str, Put
             await agent.kv_put(f"lbsync/services/{service}/route", document["route"])
             for name, value in document["instances"].items():
                 await agent.register(service, name, value["port"], *value["tags"])
-        await agent.kv_put("lbsync/services/shop/split", shape.services(50)["shop"]["split"])
+        await agent.kv_put("lbsync/services/shop/split", shape.split(50))
 
         async def put(share: float, hosts: tuple[str, ...]) -> None:
-            await agent.kv_put("lbsync/services/shop/split", shape.services(share)["shop"]["split"])
+            await agent.kv_put("lbsync/services/shop/split", shape.split(share))
 
         async def member(name: str, port: int | None) -> None:
             if port is None:
