@@ -19,8 +19,8 @@ Read from the proxy, never from the program under test: HAProxy's `show servers 
 on its stats socket; for Fabio its `/api/routes` answer (the table its proxy picks from). An
 instance joining `svc-1` counts as serving once a request through the proxy is answered by it.
 
-Run: `python bench/peers.py --confd BIN --consul-template BIN --fabio BIN` (about 4 minutes);
-`--only lbsync` or `--only confd,fabio` for some columns.
+Run: `python bench/peers.py --confd BIN --consul-template BIN --fabio BIN` (about 5 minutes);
+`--only lbsync`, or `--only confd --only fabio`, for some columns.
 """
 
 from __future__ import annotations
@@ -659,6 +659,38 @@ async def lbsync(
 # the measurement ------------------------------------------------------------------------------
 
 
+async def timed_puts(put: Callable[[int], Awaitable[object]], values: list[int]) -> list[float]:
+    """Writes sent back to back, each after the previous one's answer: their round trips."""
+    times = []
+    for share in values:
+        started = time.perf_counter()
+        await put(share)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+async def unwatched_puts() -> dict[str, list[float]]:
+    """The same 20 writes to a store nothing watches: the stores' own round trip."""
+    root = Path(tempfile.mkdtemp(prefix="lbsync-peers-"))
+    found = {}
+    try:
+        async with etcd_store(root) as (_, client):
+
+            async def etcd_put(share: int) -> None:
+                await client.put("/peers/weights", weights_json(share))
+
+            found["etcd"] = await timed_puts(etcd_put, shares(20))
+        async with consul_store(root) as consul:
+
+            async def consul_put(share: int) -> None:
+                await consul.kv_put("peers/weights", weights_json(share))
+
+            found["Consul KV"] = await timed_puts(consul_put, shares(20))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return found
+
+
 async def measure(subject: Subject, *, writes: int, joins: list[Member]) -> Figures:
     figures = Figures()
     values = shares(writes + 20 + PACED)
@@ -674,10 +706,7 @@ async def measure(subject: Subject, *, writes: int, joins: list[Member]) -> Figu
     if subject.reloads:
         figures.reloads = await subject.reloads() - before
 
-    for share in values[writes : writes + 20]:  # acknowledged writes while the program reacts
-        started = time.perf_counter()
-        await subject.put_share(share)
-        figures.puts.append(time.perf_counter() - started)
+    figures.puts = await timed_puts(subject.put_share, values[writes : writes + 20])
     last = values[writes + 19]
     await until(partial(subject.live, last), f"{subject.label}: the burst's last weights")
 
@@ -742,7 +771,7 @@ def table(results: dict[str, Figures | str], *, writes: int, joins: int) -> str:
             lambda f: f"{f.cpu * 1000:.1f}",
         ),
         (
-            "reloads during those writes",
+            "reloads during the paced writes",
             lambda f: "none (is the proxy)" if f.paced_reloads is None else str(f.paced_reloads),
         ),
     ]
@@ -785,7 +814,7 @@ def runners(arguments: argparse.Namespace) -> dict[str, Runner | str]:
             if not isinstance(found[name], str):
                 found[name] = "skipped: socat (the reload command) is not installed"
     if arguments.only:
-        wanted = arguments.only.split(",")
+        wanted = arguments.only
         found = {
             name: run
             for name, run in found.items()
@@ -816,6 +845,7 @@ def versions(arguments: argparse.Namespace) -> dict[str, str]:
 
 async def main_async(arguments: argparse.Namespace) -> None:
     results: dict[str, Figures | str] = {}
+    unwatched = await unwatched_puts()
     for name, runner in runners(arguments).items():
         if isinstance(runner, str):
             results[name] = runner
@@ -845,6 +875,11 @@ async def main_async(arguments: argparse.Namespace) -> None:
         f"{os.cpu_count()} CPUs"
     )
     print(table(results, writes=arguments.writes, joins=arguments.joins))
+    for store, times in unwatched.items():
+        print(
+            f"{store} put round trip, 20 back to back, nothing watching: "
+            f"median {milliseconds(times)} ms, max {milliseconds(times, 1.0)} ms"
+        )
 
 
 def main() -> None:
@@ -856,7 +891,9 @@ def main() -> None:
     parser.add_argument("--fabio", help="Fabio binary")
     parser.add_argument("--writes", type=int, default=100, help="sequential weight writes")
     parser.add_argument("--joins", type=int, default=10, help="instances added, one by one")
-    parser.add_argument("--only", help="comma-separated column prefixes (confd,lbsync,...)")
+    parser.add_argument(
+        "--only", action="append", help="the columns whose name starts so (repeatable)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the working directories")
     asyncio.run(main_async(parser.parse_args()))
 
