@@ -54,6 +54,7 @@ from support.etcd import EtcdServer  # noqa: E402
 from support.ports import free_port  # noqa: E402
 from support.processes import Backends, HAProxy  # noqa: E402
 
+import lbsync as lbsync_package  # noqa: E402
 from lbsync.core.state import build  # noqa: E402
 from lbsync.haproxy.mastercli import master_cli  # noqa: E402
 from lbsync.kv.etcd import EtcdClient  # noqa: E402
@@ -192,6 +193,8 @@ class Subject:
 
 @dataclass
 class Figures:
+    """What one program's run measured (seconds)."""
+
     weight: list[float] = field(default_factory=list)
     reloads: int | None = None
     join: list[float] = field(default_factory=list)
@@ -840,6 +843,15 @@ def versions(arguments: argparse.Namespace) -> dict[str, str]:
             continue
         done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
         found[name] = (done.stdout + done.stderr).strip().splitlines()[0]
+    tree = Path(lbsync_package.__file__).resolve().parent.parent
+    commit = subprocess.run(
+        ["git", "-C", str(tree), "log", "-1", "--format=%h %s"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    found["lbsync"] = f"{tree} at {commit.stdout.strip()[:70] or 'an unknown commit'}"
     return found
 
 
