@@ -328,12 +328,15 @@ class Proxy:
     haproxy: HAProxy
 
     @classmethod
-    def start(cls, run: Path) -> Proxy:
+    def at(cls, run: Path) -> Proxy:
         run.mkdir(parents=True, exist_ok=True)
-        haproxy = HAProxy(run / "haproxy.cfg", run / "master.sock", free_port())
-        haproxy.config.write_text(PLACEHOLDER.format(run=run, port=haproxy.port))
-        haproxy.start()
-        return cls(run, haproxy)
+        return cls(run, HAProxy(run / "haproxy.cfg", run / "master.sock", free_port()))
+
+    def start(self) -> None:
+        """Start on the file there is, or on a placeholder the program under test replaces."""
+        if not self.haproxy.config.exists():
+            self.haproxy.config.write_text(PLACEHOLDER.format(run=self.run, port=self.haproxy.port))
+        self.haproxy.start()
 
     @property
     def head(self) -> str:
@@ -411,8 +414,14 @@ class Proxy:
 
 
 @asynccontextmanager
-async def running_proxy(run: Path) -> AsyncIterator[Proxy]:
-    proxy = await asyncio.to_thread(Proxy.start, run)
+async def running_proxy(
+    run: Path, prepare: Callable[[Proxy], Awaitable[None]] | None = None
+) -> AsyncIterator[Proxy]:
+    """HAProxy started (after `prepare`, which may write its first file), stopped at the end."""
+    proxy = Proxy.at(run)
+    if prepare is not None:
+        await prepare(proxy)
+    await asyncio.to_thread(proxy.start)
     try:
         yield proxy
     finally:
@@ -430,10 +439,12 @@ def weights_json(share: int) -> str:
 
 @asynccontextmanager
 async def program(argv: list[str], log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A program under test, its output in `log`, terminated (then killed) at the end."""
+    """A program under test, its output in `log`, terminated (then killed) at the end. It
+    runs in the log's directory: `python -m lbsync` started in a source tree would import that
+    tree's lbsync, whatever PYTHONPATH says."""
     with log.open("wb") as output:
         process = await asyncio.create_subprocess_exec(
-            *argv, stdout=output, stderr=asyncio.subprocess.STDOUT
+            *argv, stdout=output, stderr=asyncio.subprocess.STDOUT, cwd=log.parent
         )
     try:
         yield process
@@ -605,7 +616,6 @@ async def lbsync(
         return json.dumps({"by": "tag", "groups": {"blue": share}})
 
     async with contextlib.AsyncExitStack() as stack:
-        proxy = await stack.enter_async_context(running_proxy(root / "run"))
         put: Callable[[str, str], Awaitable[None]]
         join: Callable[[Member], Awaitable[None]]
         if store == "etcd":
@@ -636,19 +646,31 @@ async def lbsync(
                 await consul.register(member, [member.group])
 
         config = root / "lbsync.toml"
-        config.write_text(
-            f'{source}\n[apply]\nmin_wait = "{min_wait}"\nmax_wait = "1s"\n\n'
-            f'[api]\nlisten = "127.0.0.1:0"\n\n[[target]]\nkind = "haproxy"\n'
-            f'dest = "{proxy.haproxy.config}"\n'
-            f'reload = {{ method = "master-cli", socket = "{proxy.haproxy.master_socket}" }}\n'
-            f'[target.vars]\nbind = ["127.0.0.1:{proxy.haproxy.port}"]\n'
-        )
+        command = [sys.executable, "-m", "lbsync", "-c", str(config)]
+
+        async def once(proxy: Proxy) -> None:
+            """The configuration, and its first file written by `lbsync once` (as
+            bench/runtime.py does): HAProxy starts on lbsync's own file."""
+            config.write_text(
+                f'{source}\n[apply]\nmin_wait = "{min_wait}"\nmax_wait = "1s"\n\n'
+                f'[api]\nlisten = "127.0.0.1:0"\n\n[[target]]\nkind = "haproxy"\n'
+                f'dest = "{proxy.haproxy.config}"\n'
+                f'reload = {{ method = "master-cli", socket = "{proxy.haproxy.master_socket}" }}\n'
+                f'[target.vars]\nbind = ["127.0.0.1:{proxy.haproxy.port}"]\n'
+            )
+            first = await asyncio.create_subprocess_exec(
+                *command, "once", stderr=asyncio.subprocess.DEVNULL, cwd=root
+            )
+            await asyncio.wait_for(first.wait(), 120)  # (pending: no proxy runs yet)
+
+        proxy = await stack.enter_async_context(running_proxy(root / "run", once))
 
         async def put_share(share: int) -> None:
             await put("lbsync/services/shop/split", split(share))
 
-        argv = [sys.executable, "-m", "lbsync", "-c", str(config), "run"]
-        async with program(argv, root / "lbsync.log") as process:
+        async with program(
+            [*command, "--log-format", "json", "run"], root / "lbsync.log"
+        ) as process:
             yield proxy.subject(
                 process,
                 label=f"lbsync {store} {min_wait}",
