@@ -11,7 +11,11 @@ Every figure is read from HAProxy itself through the master CLI, never from lbsy
   (the reload lbsync confirmed), median and p99;
 - `burst`: W split writes paced over one second, then the time from the last write to the
   last weights live, the reloads during the burst and lbsync's applies; at `--servers 10000`
-  (1,000 services, etcd source) also lbsync's apply time and peak RSS.
+  (1,000 services, etcd source) also lbsync's apply time and peak RSS;
+- `joins`: N times an instance of the service joins, then leaves: write -> listed by
+  `show servers state` (live), write -> server line in the file (validated and written after
+  it went live), write -> no longer listed; each waits until the file settled, so every join
+  is measured alone.
 
 Run: `python bench/runtime.py all` (about 2 minutes), or one part:
 `python bench/runtime.py weights --source etcd --writes 500`,
@@ -30,7 +34,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +56,8 @@ HOST = "shop.example.com"
 POLL = 0.001
 KEEP = "--keep" in sys.argv  # leave the working directory (logs, files) for a look
 PutSplit = Callable[[float, tuple[str, ...]], Coroutine[Any, Any, None]]
+# an instance of shop (tagged blue) joining at a port, or leaving (port None)
+PutMember = Callable[[str, int | None], Coroutine[Any, Any, None]]
 
 
 def expected_weights(share: float) -> tuple[int, int]:
@@ -78,10 +84,12 @@ class Shape:
 
     ports: dict[str, int]
     extra: int = 0
+    joined: dict[str, int] = field(default_factory=dict)  # instances of shop that joined
 
     def instances(self) -> dict[str, dict[str, dict[str, Any]]]:
         backends = sorted(self.ports.values())
         result = {"shop": {name: self.instance(self.ports[name], name) for name in self.ports}}
+        result["shop"] |= {name: self.instance(port, "blue") for name, port in self.joined.items()}
         for service in range(self.extra):
             result[f"svc-{service:04d}"] = {
                 f"svc-{service:04d}-{n}": self.instance(backends[n % len(backends)], "stable")
@@ -107,19 +115,28 @@ Store = Callable[[Path, Shape], Any]
 
 
 @asynccontextmanager
-async def file_store(root: Path, shape: Shape) -> AsyncIterator[tuple[str, PutSplit]]:
+async def file_store(root: Path, shape: Shape) -> AsyncIterator[tuple[str, PutSplit, PutMember]]:
     """The services file: every write replaces the whole file atomically, as editors do."""
     path = root / "services.toml"
     write_atomically(path, services_toml(shape.services(50)))
+    current = [50.0]
 
     async def put(share: float, hosts: tuple[str, ...]) -> None:
+        current[0] = share
         write_atomically(path, services_toml(shape.services(share, hosts)))
 
-    yield f'[source.file]\npath = "{path}"\n', put
+    async def member(name: str, port: int | None) -> None:
+        if port is None:
+            shape.joined.pop(name, None)
+        else:
+            shape.joined[name] = port
+        write_atomically(path, services_toml(shape.services(current[0])))
+
+    yield f'[source.file]\npath = "{path}"\n', put, member
 
 
 @asynccontextmanager
-async def etcd_store(root: Path, shape: Shape) -> AsyncIterator[tuple[str, PutSplit]]:
+async def etcd_store(root: Path, shape: Shape) -> AsyncIterator[tuple[str, PutSplit, PutMember]]:
     """A real etcd: routes and instances put once (32 at a time), then the split key per write."""
     etcd = EtcdServer(root=root / "etcd")
     etcd.start()
@@ -145,13 +162,20 @@ async def etcd_store(root: Path, shape: Shape) -> AsyncIterator[tuple[str, PutSp
                 split = shape.services(share)["shop"]["split"]  # (host toggles: file only)
                 await client.put("lbsync/services/shop/split", json.dumps(split))
 
-            yield f'[source.etcd]\nendpoints = ["{etcd.url}"]\n', put
+            async def member(name: str, port: int | None) -> None:
+                key = f"lbsync/services/shop/instances/{name}"
+                if port is None:
+                    await client.delete(key)
+                else:
+                    await client.put(key, json.dumps(shape.instance(port, "blue")))
+
+            yield f'[source.etcd]\nendpoints = ["{etcd.url}"]\n', put, member
     finally:
         etcd.stop()
 
 
 @asynccontextmanager
-async def consul_store(root: Path, shape: Shape) -> AsyncIterator[tuple[str, PutSplit]]:
+async def consul_store(root: Path, shape: Shape) -> AsyncIterator[tuple[str, PutSplit, PutMember]]:
     """A real Consul agent: instances registered in its catalog, route and split in its KV."""
     agent = ConsulAgent(root=root / "consul")
     agent.start()
@@ -165,7 +189,13 @@ async def consul_store(root: Path, shape: Shape) -> AsyncIterator[tuple[str, Put
         async def put(share: float, hosts: tuple[str, ...]) -> None:
             await agent.kv_put("lbsync/services/shop/split", shape.services(share)["shop"]["split"])
 
-        yield f'[source.consul]\naddresses = ["{agent.address}"]\n', put
+        async def member(name: str, port: int | None) -> None:
+            if port is None:
+                await agent.deregister(name)
+            else:
+                await agent.register("shop", name, port, "blue")
+
+        yield f'[source.consul]\naddresses = ["{agent.address}"]\n', put, member
     finally:
         agent.stop()
 
@@ -181,7 +211,9 @@ class Rig:
     proxy: HAProxy
     lbsync: asyncio.subprocess.Process
     put: PutSplit
+    member: PutMember
     log: Path
+    ports: dict[str, int]  # the real backends'
 
     async def weights(self) -> tuple[int, int]:
         """blue-1's and green-1's weights, from the worker's stats socket (the template's
@@ -213,6 +245,20 @@ class Rig:
             await asyncio.sleep(POLL)
         return time.perf_counter()
 
+    def in_file(self, name: str, *, present: bool = True) -> Callable[[], Awaitable[bool]]:
+        """Whether the file on disk has (or no longer has) a server line for `name`."""
+
+        async def check() -> bool:
+            return (f" server {name} " in self.proxy.config.read_text()) is present
+
+        return check
+
+    async def servers(self) -> set[str]:
+        """shop's server names in the worker."""
+        stats = self.proxy.config.with_name("haproxy.sock")
+        text = await master_cli(stats, "show servers state shop")
+        return {f[3] for line in text.splitlines() if len(f := line.split()) > 8 and f[0].isdigit()}
+
     async def weights_live(self, share: float, timeout: float = 30) -> float:
         wanted = expected_weights(share)
 
@@ -243,7 +289,7 @@ async def rig(source: str, shape_extra: int = 0) -> AsyncIterator[Rig]:
     proxy = HAProxy(run / "haproxy.cfg", run / "master.sock", free_port())
     process = None
     try:
-        async with STORES[source](root, shape) as (source_table, put):
+        async with STORES[source](root, shape) as (source_table, put, member):
             config = root / "lbsync.toml"
             config.write_text(
                 f'{source_table}\n[apply]\nmin_wait = "0ms"\nmax_wait = "1s"\n\n'
@@ -263,7 +309,7 @@ async def rig(source: str, shape_extra: int = 0) -> AsyncIterator[Rig]:
                 process = await asyncio.create_subprocess_exec(
                     *command, "--log-format", "json", "run", stderr=output
                 )
-            bench = Rig(root, proxy, process, put, log)
+            bench = Rig(root, proxy, process, put, member, log, shape.ports)
             await put(10, (HOST,))  # warm-up: the daemon runs once this is live
             await bench.weights_live(10)
             yield bench
@@ -362,18 +408,57 @@ async def burst(source: str, writes: int, servers: int) -> None:
     )
 
 
+async def joins(source: str, writes: int, servers: int) -> None:
+    """An instance of shop joins, then leaves, `writes` times: from the write to HAProxy
+    listing it (and no longer listing it)."""
+    async with rig(source, shape_extra=(servers - 2) // 10) as bench:
+        before, applies_before = await bench.reloads(), len(bench.applies())
+        port = bench.ports["blue-1"]
+        joined, left, written_file = [], [], []
+        for n in range(writes):
+            name = f"j-{n}"
+            await bench.member(name, port)
+            written = time.perf_counter()
+
+            async def listed(name: str = name) -> bool:
+                return name in await bench.servers()
+
+            joined.append(await bench.until(listed) - written)
+            written_file.append(await bench.until(bench.in_file(name)) - written)
+            await bench.member(name, None)
+            written = time.perf_counter()
+
+            async def gone(name: str = name) -> bool:
+                return name not in await bench.servers()
+
+            left.append(await bench.until(gone) - written)
+            await bench.until(bench.in_file(name, present=False))  # settled: the next is alone
+        reloads = await bench.reloads() - before
+        await asyncio.sleep(0.2)  # the last apply's log line
+        details = [str(record.get("detail", "")) for record in bench.applies()[applies_before:]]
+        fast = sum(detail.startswith("fast lane") for detail in details)
+    print(
+        f"joins     {source:7} {writes:5} joins, {servers:,} servers  "
+        f"join -> live {summary(joined)}"
+        f"  join -> file written (validated) {summary(written_file)}  leave -> gone "
+        f"{summary(left)}  reloads {reloads}  fast lane {fast} of {len(details)} applies"
+    )
+
+
 async def run_all(writes: int) -> None:
     for source in ("file", "etcd", "consul"):
         await weights(source, writes)
     await structural(100)
     await burst("file", 1000, 2)
     await burst("etcd", 1000, 2)
-    await weights("etcd", 20, 10_002)
+    await weights("etcd", 200, 10_002)
+    await burst("etcd", 1000, 10_002)
+    await joins("etcd", 50, 10_002)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("part", choices=["weights", "structural", "burst", "all"])
+    parser.add_argument("part", choices=["weights", "structural", "burst", "joins", "all"])
     parser.add_argument("--source", choices=sorted(STORES), default="file")
     parser.add_argument("--writes", type=int, default=500)
     parser.add_argument("--servers", type=int, default=2)
@@ -386,6 +471,8 @@ def main() -> None:
             asyncio.run(structural(arguments.writes))
         case "burst":
             asyncio.run(burst(arguments.source, arguments.writes, arguments.servers))
+        case "joins":
+            asyncio.run(joins(arguments.source, arguments.writes, arguments.servers))
         case "all":
             asyncio.run(run_all(arguments.writes))
 

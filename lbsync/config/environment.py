@@ -37,6 +37,7 @@ KNOWN_PATHS: Final = (
     ("health",),
     ("apply", "min_wait"),
     ("apply", "max_wait"),
+    ("apply", "fast_lane"),
     ("api", "listen"),
     ("api", "token_file"),
     ("api", "open"),

@@ -47,7 +47,7 @@ def _parse(root: Reader, path: Path) -> Config:
         raise ConfigError("source: at least one source is required, e.g. [source.file]")
     present = sources.table
     apply = root.table_at("apply")
-    apply.check_known({"min_wait", "max_wait"})
+    apply.check_known({"min_wait", "max_wait", "fast_lane"})
     min_wait = apply.duration("min_wait", 0.2)
     max_wait = apply.duration("max_wait", 2.0)
     if max_wait < min_wait:
@@ -62,6 +62,7 @@ def _parse(root: Reader, path: Path) -> Config:
         health_mode=root.choice("health", HealthMode, HealthMode.PASSING),
         min_wait=min_wait,
         max_wait=max_wait,
+        fast_lane=apply.flag("fast_lane", True),
         api=api_config(root.table_at("api")),
     )
 

@@ -149,4 +149,6 @@ class Config:
     health_mode: HealthMode = HealthMode.PASSING
     min_wait: float = 0.2
     max_wait: float = 2.0
+    # changes to servers alone applied at once from the changed services' lines (fastlane.py)
+    fast_lane: bool = True
     api: ApiConfig = field(default_factory=ApiConfig)

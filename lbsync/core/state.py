@@ -17,6 +17,7 @@ from lbsync.model.values import (
     Catalog,
     Health,
     HealthMode,
+    RawKeys,
     Rejection,
     Route,
     ServiceSpec,
@@ -91,7 +92,7 @@ class DesiredState:
 
     services: tuple[ServiceState, ...]
     settings: tuple[Setting, ...]
-    raw: tuple[tuple[str, str], ...]
+    raw: RawKeys
     rejected: tuple[Rejection, ...]
     health_mode: HealthMode
 
@@ -148,31 +149,39 @@ def _where(origins: dict[str, tuple[str, ...]], service: str, key: str) -> str:
     return f"{', '.join(sources)} {key}" if sources else key
 
 
-def _without_conflicts(
+def _conflicts(
     specs: tuple[ServiceSpec, ...], origins: dict[str, tuple[str, ...]]
-) -> tuple[list[ServiceSpec], list[Rejection]]:
-    """Drop the route of a service whose (host, path) another service (earlier by name) owns."""
+) -> dict[str, Rejection]:
+    """The services whose route is dropped, because another service (earlier by name) owns one
+    of its (host, path) pairs, with the refusal for each."""
     owners: dict[tuple[str, str], str] = {}
-    kept: list[ServiceSpec] = []
-    refused: list[Rejection] = []
+    refused: dict[str, Rejection] = {}
     for spec in specs:
         if spec.route is None:
-            kept.append(spec)
             continue
-        clash = next((owners[k] for k in _route_keys(spec.route) if k in owners), None)
+        keys = _route_keys(spec.route)
+        clash = next((owners[k] for k in keys if k in owners), None)
         if clash is not None:
-            refused.append(
-                Rejection(
-                    where=_where(origins, spec.name, f"services/{spec.name}/route"),
-                    message=f"host and path already routed to service {clash}; not exposed",
-                )
+            refused[spec.name] = Rejection(
+                where=_where(origins, spec.name, f"services/{spec.name}/route"),
+                message=f"host and path already routed to service {clash}; not exposed",
             )
-            kept.append(ServiceSpec(name=spec.name, split=spec.split, instances=spec.instances))
             continue
-        for key in _route_keys(spec.route):
+        for key in keys:
             owners[key] = spec.name
-        kept.append(spec)
-    return kept, refused
+    return refused
+
+
+def _without(specs: tuple[ServiceSpec, ...], dropped: dict[str, Rejection]) -> list[ServiceSpec]:
+    """The specs with the dropped services' routes removed."""
+    if not dropped:
+        return list(specs)
+    return [
+        ServiceSpec(name=spec.name, split=spec.split, instances=spec.instances)
+        if spec.name in dropped
+        else spec
+        for spec in specs
+    ]
 
 
 def _without_case_clashes(
@@ -199,15 +208,62 @@ def _without_case_clashes(
     return tuple(kept), refused
 
 
-def build(catalog: Catalog, mode: HealthMode = HealthMode.PASSING) -> DesiredState:
+class BuildCache:
+    """The service states `build` made, kept with the spec they came from: a service whose
+    spec is the same object again (the merge reuses unchanged ones) keeps its state object, so
+    one changed service costs one service's allocation, and later steps can tell what changed
+    by identity. Owned by one building caller."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, tuple[ServiceSpec, HealthMode, ServiceState]] = {}
+        self._routes: tuple[object, ...] = ()
+        self._conflicts: dict[str, Rejection] = {}
+
+    def conflicts(
+        self, specs: tuple[ServiceSpec, ...], origins: tuple[tuple[str, tuple[str, ...]], ...]
+    ) -> dict[str, Rejection]:
+        """`_conflicts`, decided again only when a route or the sources holding it changed."""
+        routes = (origins, *((spec.name, spec.route) for spec in specs))
+        if routes != self._routes:
+            self._routes, self._conflicts = routes, _conflicts(specs, dict(origins))
+        return self._conflicts
+
+    def state(self, spec: ServiceSpec, mode: HealthMode) -> ServiceState:
+        """The state of one service, reused when its spec and the mode are the same."""
+        known = self._made.get(spec.name)
+        if known is not None and known[0] is spec and known[1] is mode:
+            return known[2]
+        return _service_state(spec, mode)
+
+    def keep(
+        self, specs: list[ServiceSpec], states: tuple[ServiceState, ...], mode: HealthMode
+    ) -> None:
+        """Remember this build's states (and forget services that are gone)."""
+        self._made = {
+            spec.name: (spec, mode, state) for spec, state in zip(specs, states, strict=True)
+        }
+
+
+def build(
+    catalog: Catalog, mode: HealthMode = HealthMode.PASSING, cache: BuildCache | None = None
+) -> DesiredState:
     """The desired state of a catalog under a health mode."""
     origins = dict(catalog.origins)
     distinct, clashes = _without_case_clashes(catalog.services, origins)
-    specs, conflicts = _without_conflicts(distinct, origins)
+    if cache is None:
+        dropped = _conflicts(distinct, origins)
+    else:
+        dropped = cache.conflicts(distinct, catalog.origins)
+    specs = _without(distinct, dropped)
+    if cache is None:
+        services = tuple(_service_state(spec, mode) for spec in specs)
+    else:
+        services = tuple(cache.state(spec, mode) for spec in specs)
+        cache.keep(specs, services, mode)
     return DesiredState(
-        services=tuple(_service_state(spec, mode) for spec in specs),
+        services=services,
         settings=catalog.settings,
         raw=catalog.raw,
-        rejected=catalog.rejected + tuple(clashes) + tuple(conflicts),
+        rejected=catalog.rejected + tuple(clashes) + tuple(dropped.values()),
         health_mode=mode,
     )

@@ -13,19 +13,21 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from lbsync.common.backoff import Backoff
 from lbsync.config import Config
-from lbsync.core.state import DesiredState, build
+from lbsync.core.state import BuildCache, DesiredState, build
 from lbsync.daemon.api import StatusApi
 from lbsync.daemon.applylog import log_report
 from lbsync.daemon.status import SourceStatus, Status
+from lbsync.model.catalog import MergeCache
 from lbsync.model.values import Catalog, Snapshot
 from lbsync.pipeline import fsio
 from lbsync.pipeline.debounce import quiesce
 from lbsync.pipeline.reconcile import TargetRunner
-from lbsync.pipeline.report import ApplyReport
+from lbsync.pipeline.report import ApplyReport, Outcome
 from lbsync.sources import Source
 from lbsync.sources.build import sources_for
 from lbsync.sources.filewatch import changes
 from lbsync.sources.follow import Views, follow
+from lbsync.sources.protocol import Counted
 
 log = logging.getLogger("lbsync")
 
@@ -49,14 +51,22 @@ class Daemon:
             sources=tuple(SourceStatus(name=source.name) for source in self.sources),
         )
         self._views = Views.waiting([source.name for source in self.sources])
-        self._catalog: Catalog | None = None
-        self._queue: asyncio.Queue[Catalog] = asyncio.Queue()
+        self._merges = MergeCache()
+        self._builds = BuildCache()
+        # the latest catalog and its generation (a counter that orders changes, `apply`)
+        self._latest: tuple[int, Catalog] | None = None
+        self._queue: asyncio.Queue[tuple[int, Catalog]] = asyncio.Queue()
+        self._fast_wanted = asyncio.Event()
+        self._fast_generation = 0  # of the last change the fast lane applied
         self._changed = asyncio.Condition()
         self._retry: asyncio.TimerHandle | None = None
         self._failures = 0
         self._logged_rejections: frozenset[str] = frozenset()
         # Read-only HTTP over `status`; `api.address` is published once it listens.
         self.api = StatusApi(lambda: self.status, listen=config.api.listen, token=config.api.token)
+        self.api.metrics.count_requests(
+            lambda: [(s.name, s.requests) for s in self.sources if isinstance(s, Counted)]
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; raises whatever ends a task unexpectedly."""
@@ -81,6 +91,8 @@ class Daemon:
                     group.create_task(follow(source, self._accept))
                 group.create_task(self._watch_templates())
                 group.create_task(self._pipeline())
+                if self.config.fast_lane and any(r.runtime is not None for r in self.runners):
+                    group.create_task(self._fast_lane())
                 if self.api.listen is not None:
                     group.create_task(self.api.serve())
                 group.create_task(until_stopped())
@@ -101,6 +113,7 @@ class Daemon:
 
     async def _publish(self, status: Status) -> None:
         self.status = status
+        self.api.publish(status)
         async with self._changed:
             self._changed.notify_all()
 
@@ -122,44 +135,74 @@ class Daemon:
         if not snapshot.usable:
             log.error("source %s: %s; keeping its last good state", snapshot.source, snapshot.error)
         if self._views.synced:
-            self._push(self._views.catalog())
+            self._push(self._views.catalog(self._merges))
 
     def _push(self, catalog: Catalog) -> None:
-        self._catalog = catalog
+        generation = self._latest[0] + 1 if self._latest is not None else 1
+        self._latest = (generation, catalog)
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
-        self._queue.put_nowait(catalog)
+        self._queue.put_nowait(self._latest)
+        self._fast_wanted.set()
 
     async def _watch_templates(self) -> None:
         paths = sorted({runner.config.template for runner in self.runners})
         first = True
         async for _ in changes(paths):
-            if not first and self._catalog is not None:
-                self._push(self._catalog)
+            if not first and self._latest is not None:
+                self._push(self._latest[1])
             first = False
 
-    async def _catalogs(self) -> AsyncIterator[Catalog]:
+    async def _catalogs(self) -> AsyncIterator[tuple[int, Catalog]]:
         while True:
             yield await self._queue.get()
 
     async def _pipeline(self) -> None:
+        """The whole cycle, debounced: every change ends here, the fast lane's too (which it
+        confirms byte for byte, or corrects)."""
         catalogs = quiesce(
             self._catalogs(), min_wait=self.config.min_wait, max_wait=self.config.max_wait
         )
-        async for catalog in catalogs:
-            state, reports = await self.cycle(catalog)
-            await self._publish(self.status.with_cycle(state, reports))
-            self.api.observe(self.status)
+        async for generation, catalog in catalogs:
+            state, reports = await self.cycle(catalog, generation)
+            confirmed = all(report.outcome is Outcome.UNCHANGED for report in reports)
+            if not (confirmed and generation <= self._fast_generation):
+                # (the whole render that confirms what the fast lane applied is no news)
+                await self._publish(self.status.with_cycle(state, reports))
+                self.api.observe(self.status)
             self._after_cycle(catalog, reports)
 
-    async def cycle(self, catalog: Catalog) -> tuple[DesiredState, tuple[ApplyReport, ...]]:
+    async def _fast_lane(self) -> None:
+        """Changes to servers alone, applied at once, not debounced: they reload nothing
+        (`pipeline/fastlane.py`). A burst is taken as it comes, the latest state each time."""
+        while True:
+            await self._fast_wanted.wait()
+            self._fast_wanted.clear()
+            assert self._latest is not None
+            generation, catalog = self._latest
+            state = build(catalog, self.config.health_mode, self._builds)
+            reports = {}
+            for runner in self.runners:
+                report = await runner.apply_fast(state, generation)
+                if report is not None:
+                    log_report(report)
+                    reports[report.target] = report
+            if reports:
+                self._fast_generation = generation
+                kept = tuple(reports.pop(r.target, r) for r in self.status.targets)
+                await self._publish(self.status.with_cycle(state, kept + tuple(reports.values())))
+                self.api.observe(self.status)
+
+    async def cycle(
+        self, catalog: Catalog, generation: int = 0
+    ) -> tuple[DesiredState, tuple[ApplyReport, ...]]:
         """Build the desired state and apply it to every target, one after the other."""
-        state = build(catalog, self.config.health_mode)
+        state = build(catalog, self.config.health_mode, self._builds)
         self._log_rejections(state)
         reports = []
         for runner in self.runners:
-            report = await runner.apply(state)
+            report = await runner.apply(state, generation)
             log_report(report)
             reports.append(report)
         return state, tuple(reports)
@@ -183,5 +226,5 @@ class Daemon:
 
     def _retry_now(self, catalog: Catalog) -> None:
         self._retry = None
-        if self._catalog is catalog:
-            self._queue.put_nowait(catalog)
+        if self._latest is not None and self._latest[1] is catalog:
+            self._queue.put_nowait(self._latest)

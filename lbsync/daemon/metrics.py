@@ -6,9 +6,10 @@ daemons in one process (as in the tests) never mix their figures.
 Two kinds of figures, kept apart on purpose:
 - what happened (applies by outcome, step durations, propagation) can only be counted as it
   happens: `observe_cycle` is called once per cycle with the status it produced;
-- what is true now (sources, shares, eligible instances, refusals) is read from the current
-  immutable status at scrape time by a collector, so a service or source that disappears
-  leaves no stale series behind.
+- what is true now is read from the current immutable status, so a service or source that
+  disappears leaves no stale series behind: the few figures of sources and targets by a
+  collector at scrape time, the services' (nearly all of them with a large catalog) as text
+  the status API keeps per service and rewrites only for services that changed (`gauges.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from lbsync.daemon.status import Status
+from lbsync.kv.requests import RequestCounts
 from lbsync.pipeline.decision import Plan
 from lbsync.pipeline.report import FAILURES, Outcome
 
@@ -68,6 +70,10 @@ class Metrics:
         self._targets: set[str] = set()
         self._live_since: dict[str, float] = {}
 
+    def count_requests(self, counts: Callable[[], Iterable[tuple[str, RequestCounts]]]) -> None:
+        """Expose the requests each source sent to its store, by kind (read at each scrape)."""
+        self.registry.register(_RequestCollector(counts))
+
     def observe_cycle(self, status: Status) -> None:
         """Count the reports of the cycle that produced `status` (call once per cycle)."""
         for report in status.targets:
@@ -96,7 +102,7 @@ class Metrics:
                 self._live_since[report.target] = report.at
 
     def exposition(self) -> bytes:
-        """The registry in Prometheus text format."""
+        """The registry in Prometheus text format (without the services' gauges)."""
         return generate_latest(self.registry)
 
 
@@ -121,8 +127,26 @@ class _StatusCollector(Collector):
         started.add_metric([], status.started_at)
         yield started
         yield from _sources(status, now)
-        yield from _services(status)
         yield from _targets(status)
+
+
+class _RequestCollector(Collector):
+    """`lbsync_source_requests_total{source, kind}` from the sources' own counters."""
+
+    def __init__(self, counts: Callable[[], Iterable[tuple[str, RequestCounts]]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterable[Metric]:
+        sent = CounterMetricFamily(
+            "lbsync_source_requests",
+            "Requests a source sent to its store, by kind (Consul: kv, catalog, health-state, "
+            "health-service, token; etcd: range, watch, txn, put, ...).",
+            labels=["source", "kind"],
+        )
+        for source, counts in self._counts():
+            for kind, requests in counts.items():
+                sent.add_metric([source, kind], requests)
+        yield sent
 
 
 def _gauge(name: str, documentation: str, labels: list[str]) -> GaugeMetricFamily:
@@ -151,47 +175,6 @@ def _sources(status: Status, now: float) -> Iterable[Metric]:
         if source.changed_at is not None:
             age.add_metric([source.name], max(0.0, now - source.changed_at))
     return (synced, connected, age, rejected)
-
-
-def _services(status: Status) -> Iterable[Metric]:
-    labels = ["service", "group"]
-    instances = _gauge("lbsync_group_instances", "Instances in a group.", labels)
-    eligible = _gauge(
-        "lbsync_group_eligible_instances",
-        "Instances in a group that pass the health filter and have a weight.",
-        labels,
-    )
-    target = _gauge("lbsync_group_target_percent", "A group's share as the split asks.", labels)
-    effective = _gauge(
-        "lbsync_group_effective_percent",
-        "A group's share after empty groups are redistributed or left unserved.",
-        labels,
-    )
-    achieved = _gauge(
-        "lbsync_group_achieved_percent",
-        "A group's share as the integer weights give it.",
-        labels,
-    )
-    unserved = _gauge(
-        "lbsync_service_unserved_percent",
-        "Share of a service's requests the proxy answers with 503 (no eligible instance).",
-        ["service"],
-    )
-    rejected = _gauge(
-        "lbsync_rejected_entries", "Entries refused in the desired state (contract, conflicts).", []
-    )
-    state = status.state
-    for service in state.services if state is not None else ():
-        unserved.add_metric([service.name], service.unserved)
-        for group in service.groups:
-            key = [service.name, group.label]
-            instances.add_metric(key, group.instances)
-            eligible.add_metric(key, group.eligible)
-            target.add_metric(key, group.target)
-            effective.add_metric(key, group.effective)
-            achieved.add_metric(key, group.achieved)
-    rejected.add_metric([], len(state.rejected) if state is not None else 0)
-    return (instances, eligible, target, effective, achieved, unserved, rejected)
 
 
 def _targets(status: Status) -> Iterable[Metric]:

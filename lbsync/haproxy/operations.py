@@ -65,7 +65,8 @@ def _weight_change(backend: Backend, old: ServerLine, new: ServerLine) -> SetWei
     return SetWeight(backend.name, new.name, new.weight)
 
 
-def _backend_changes(old: Backend, new: Backend, layout: Layout) -> list[Operation]:
+def backend_changes(old: Backend, new: Backend, layout: Layout) -> list[Operation]:
+    """The operations that turn one backend into another within `layout`, or `NotRuntime`."""
     before = {server.name: server for server in old.servers}
     after = {server.name: server for server in new.servers}
     if len(before) != len(old.servers) or len(after) != len(new.servers):
@@ -111,6 +112,12 @@ def runtime_changes(old: Layout, new: Layout) -> tuple[Operation, ...]:
     for backend in new.backends:
         old_backend = before[backend.name]
         if old_backend != backend:  # most backends of a large file are untouched
-            changes += _backend_changes(old_backend, backend, new)
+            changes += backend_changes(old_backend, backend, new)
+    return in_order(changes)
+
+
+def in_order(changes: list[Operation]) -> tuple[Operation, ...]:
+    """Servers added first and removed last, so a backend never has fewer servers than needed
+    in between."""
     order = {AddServer: 0, SetWeight: 1, DelServer: 2}
     return tuple(sorted(changes, key=lambda change: order[type(change)]))

@@ -16,6 +16,13 @@ into `ACLDisabled`, which is all the ACL checks need. Around it, and why:
   `CONSUL_HTTP_TOKEN` override an explicit token, and lbsync's configuration decides that.
 - `agent.self()` is not used: py-consul sends it without the token, so a default-deny agent
   always answers 403; `/v1/acl/token/self` (with the token) says what is needed instead.
+- Connections: the source holds three blocking queries (KV, catalog, health state) and reads
+  everything else one request at a time, so its pool is `SOURCE_POOL` (4) whatever the number
+  of services; Consul's agent allows 200 per client address (`limits.http_max_conns_per_client`)
+  and every other tool on the host shares them. The blocking queries ask for `stale` answers
+  (any server may answer them, not only the leader); the reads they trigger do not, so a read
+  is never older than the change that asked for it. docs/architecture.md has the figures.
+- Every request is counted by kind in the `RequestCounts` the agents were given.
 - Failover: on a transport error (refused, reset, timeout) the next address becomes current
   for every watcher; Raft indexes are cluster-wide, so watchers carry on from theirs (an index
   that goes backwards is reset by the watch loop anyway). A one-off read or write
@@ -36,13 +43,17 @@ from typing import Any, Final, TypeVar
 import aiohttp
 import consul.aio
 import consul.exceptions
+from consul.callback import CB
 
 from lbsync.config import CONSUL_PORTS, ConsulSourceConfig, Endpoint, TlsFiles, parse_endpoint
+from lbsync.kv.requests import RequestCounts
 
 QUICK_TIMEOUT: Final = 10.0
 JITTER_MARGIN: Final = 5.0
 CATALOG_NEEDS: Final = 'service_prefix "" read'
 POOL_FOR_ONE_OFF_CALLS: Final = 4  # a command's reads and writes, one at a time
+SOURCE_POOL: Final = 4  # three blocking queries and one connection for every other read
+STALE: Final = [("stale", "1")]
 
 _T = TypeVar("_T")
 
@@ -143,8 +154,9 @@ def _index(text: object) -> int:
 class Agents:
     """py-consul clients, one per address, the current one used by every watcher."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, requests: RequestCounts | None = None) -> None:
         self.settings = settings
+        self.requests = requests if requests is not None else RequestCounts()
         self._clients: list[Any] = []
         self._current = 0
 
@@ -184,11 +196,13 @@ class Agents:
         what: str,
         request: Callable[[Any], Awaitable[_T]],
         *,
+        kind: str,
         blocking: bool,
         needs: str = "",
         access: Access = Access.READ,
     ) -> _T:
         """One request to the current agent; failures become Faults (transport ones fail over)."""
+        self.requests.count(kind)
         used = self._current
         address = self.settings.addresses[used]
         timeout = self.settings.blocking_timeout if blocking else QUICK_TIMEOUT
@@ -241,6 +255,7 @@ class Agents:
         what: str,
         request: Callable[[Any], Awaitable[_T]],
         *,
+        kind: str,
         needs: str,
         access: Access,
         sent_again: bool,
@@ -252,7 +267,9 @@ class Agents:
         failure: Unavailable | None = None
         for _ in self.settings.addresses:
             try:
-                return await self._call(what, request, blocking=False, needs=needs, access=access)
+                return await self._call(
+                    what, request, kind=kind, blocking=False, needs=needs, access=access
+                )
             except Unavailable as error:
                 if not (error.connect or sent_again):
                     raise
@@ -265,6 +282,7 @@ class Agents:
         found = await self._each_agent(
             key,
             lambda client: client.kv.get(key),
+            kind="kv",
             needs=f'key_prefix "{key}" read',
             access=Access.READ,
             sent_again=True,
@@ -282,6 +300,7 @@ class Agents:
         written = await self._each_agent(
             key,
             lambda client: client.kv.put(key, value, cas=cas),
+            kind="kv-write",
             needs=f'key_prefix "{key}" write',
             access=Access.WRITE,
             sent_again=False,
@@ -302,15 +321,20 @@ class Agents:
                 return AclState.ANONYMOUS  # the anonymous token cannot read itself
             return AclState.ACCEPTED
 
-        return await self._call(what, read_self, blocking=False)
+        return await self._call(what, read_self, kind="token", blocking=False)
 
     async def kv(self, prefix: str, index: int) -> tuple[int, list[tuple[str, bytes | None]]]:
         """A recursive read of the prefix (blocking when index > 0); [] when Consul says 404."""
         reply = await self._call(
             prefix,
             lambda client: client.kv.get(
-                prefix, index=index or None, recurse=True, wait=self.settings.wait_text
+                prefix,
+                index=index or None,
+                recurse=True,
+                wait=self.settings.wait_text,
+                consistency="stale",
             ),
+            kind="kv",
             blocking=index > 0,
             needs=f'key_prefix "{prefix}" read',
         )
@@ -337,39 +361,71 @@ class Agents:
         await self._call(
             prefix,
             lambda client: client.kv.get(prefix),
+            kind="kv",
             blocking=False,
             needs=f'key_prefix "{prefix}" read',
         )
 
     async def catalog(self, index: int) -> tuple[int, dict[str, tuple[str, ...]]]:
-        """`/v1/catalog/services`: every service name with the union of its instances' tags."""
+        """`/v1/catalog/services`: every service name with the union of its instances' tags,
+        sorted (Consul lists a union in any order from one answer to the next)."""
         found, services = await self._call(
             "the service catalog",
             lambda client: client.catalog.services(
-                index=index or None, wait=self.settings.wait_text
+                index=index or None, wait=self.settings.wait_text, consistency="stale"
             ),
+            kind="catalog",
             blocking=index > 0,
             needs=CATALOG_NEEDS,
         )
         if not isinstance(services, dict):
             raise Unavailable(f"Consul at {self.address}: unexpected catalog answer")
         return _index(found), {
-            str(name): tuple(str(tag) for tag in tags or ()) for name, tags in services.items()
+            str(name): tuple(sorted({str(tag) for tag in tags or ()}))
+            for name, tags in services.items()
         }
 
-    async def health(self, service: str, index: int) -> tuple[int, list[dict[str, Any]]]:
-        """`/v1/health/service/<svc>`: all instances with node and service checks."""
-        found, nodes = await self._call(
+    async def health(self, service: str) -> list[dict[str, Any]]:
+        """`/v1/health/service/<svc>` now (not blocking, not stale): all instances with node and
+        service checks."""
+        _, nodes = await self._call(
             f"the health of service {service}",
-            lambda client: client.health.service(
-                service, index=index or None, wait=self.settings.wait_text
-            ),
-            blocking=index > 0,
+            lambda client: client.health.service(service),
+            kind="health-service",
+            blocking=False,
             needs=f'service "{service}" read and node_prefix "" read',
         )
         if not isinstance(nodes, list) or not all(isinstance(item, dict) for item in nodes):
             raise Unavailable(f"Consul at {self.address}: unexpected health answer for {service}")
-        return _index(found), nodes
+        return nodes
+
+    async def health_state(self, index: int) -> tuple[int, list[dict[str, Any]]]:
+        """`/v1/health/state/any` (blocking when index > 0, stale): every check in the
+        datacenter, node checks and service checks."""
+
+        def request(client: Any) -> Awaitable[tuple[object, object]]:
+            params: list[tuple[str, object]] = list(STALE)
+            if index:
+                params += [("index", index), ("wait", self.settings.wait_text)]
+            if client.dc:
+                params.append(("dc", client.dc))
+            return client.http.get(  # type: ignore[no-any-return]
+                CB.json(index=True),
+                "/v1/health/state/any",
+                params=params,
+                headers=client.prepare_headers(None),
+            )
+
+        found, checks = await self._call(
+            "the health checks",
+            request,
+            kind="health-state",
+            blocking=index > 0,
+            needs='service_prefix "" read and node_prefix "" read',
+        )
+        if not isinstance(checks, list) or not all(isinstance(item, dict) for item in checks):
+            raise Unavailable(f"Consul at {self.address}: unexpected health state answer")
+        return _index(found), checks
 
 
 def addresses_of(texts: Sequence[str]) -> tuple[Endpoint, ...]:

@@ -187,19 +187,22 @@ def _settled_text(value: object) -> None:
             stack.extend(current)
 
 
-def parse_entry(key: str, value: object) -> Entry | None:
-    """The entry a relative key holds, None for a raw-only key; ContractError when invalid."""
+def parse_entry(key: str, value: object, *, checked: bool = False) -> Entry | None:
+    """The entry a relative key holds, None for a raw-only key; ContractError when invalid.
+    `checked`: the value came from `decode_json`, which bounded it already."""
     parts = key.split("/")
     if parts[0] == "settings":
         if len(parts) < 2 or not all(parts[1:]):
             raise ContractError("a setting needs a name: settings/<name>")
         name = checks.setting_name("/".join(parts[1:]))
-        check_bounds(value)
+        if not checked:
+            check_bounds(value)
         _settled_text(value)
         return Setting(key=name, json_text=canonical_json(value))
     if parts[0] != "services":
         return None
-    check_bounds(value)
+    if not checked:
+        check_bounds(value)
     service = checks.name(parts[1], "service name") if len(parts) > 1 else ""
     match parts[2:]:
         case ["route"]:
@@ -226,7 +229,9 @@ def parse_one(
     refusal naming the key. Nothing else leaves it: a value that breaks anything the checks
     did not foresee is refused too, since one key must never stop a source."""
     try:
-        return parse_entry(key, value if decoded else decode_json(str(value)))
+        if decoded:
+            return parse_entry(key, value)
+        return parse_entry(key, decode_json(str(value)), checked=True)
     except ContractError as error:
         return Rejection(where=describe(key), message=str(error))
     except Exception as error:  # the bulkhead: refused and named, never raised

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import repeat
 from typing import Final
 
 from lbsync.model.checks import ContractError
@@ -63,7 +64,9 @@ def _unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
 def check_bounds(value: object) -> None:
     """ContractError when a decoded value is deeper, larger or of another type than allowed.
 
-    Iterative on purpose: the check itself must not recurse into what it refuses."""
+    Iterative on purpose: the check itself must not recurse into what it refuses. Decoders
+    give exact types (`type(...) is`), which is checked first: this runs on every key of a
+    whole read."""
     stack: list[tuple[object, int]] = [(value, 1)]
     items = 0
     text = 0
@@ -74,24 +77,37 @@ def check_bounds(value: object) -> None:
             raise ContractError(f"nested more than {MAX_DEPTH} levels deep")
         if items > MAX_ITEMS:
             raise ContractError(f"more than {MAX_ITEMS} items")
-        if isinstance(current, dict):
-            if not all(isinstance(key, str) for key in current):
-                raise ContractError("an object key is not a string")
-            text += sum(len(key) for key in current)
-            stack.extend((item, depth + 1) for item in current.values())
-        elif isinstance(current, list):
-            stack.extend((item, depth + 1) for item in current)
-        elif isinstance(current, str):
-            text += len(current)
+        kind = type(current)
+        if kind not in _JSON_TYPES:
+            kind = _json_type(current)
+        if kind is str:
+            text += len(current)  # type: ignore[arg-type]
             if text > MAX_VALUE_BYTES:
                 raise ContractError(f"more than {MAX_VALUE_BYTES:,} characters of text")
-        elif isinstance(current, bool | float) or current is None:
-            continue  # a float that is not finite is refused by the field that holds it
-        elif isinstance(current, int):
-            if not -_LARGEST < current < _LARGEST:
-                raise ContractError(f"number of more than {MAX_INTEGER_DIGITS} digits")
-        else:
-            raise ContractError(f"not a JSON value: {type(current).__name__}")
+        elif kind is dict:
+            assert isinstance(current, dict)
+            if not all(isinstance(key, str) for key in current):
+                raise ContractError("an object key is not a string")
+            text += sum(map(len, current))
+            stack.extend(zip(current.values(), repeat(depth + 1)))
+        elif kind is list:
+            assert isinstance(current, list)
+            stack.extend(zip(current, repeat(depth + 1)))
+        elif kind is int and not -_LARGEST < current < _LARGEST:  # type: ignore[operator]
+            raise ContractError(f"number of more than {MAX_INTEGER_DIGITS} digits")
+        # bool, float, None: a float that is not finite is refused by the field that holds it
+
+
+_JSON_TYPES: Final = frozenset({str, dict, list, int, bool, float, type(None)})
+
+
+def _json_type(value: object) -> type:
+    """The JSON type a value of another type stands for (a subclass); ContractError for a
+    value that is none (a TOML date, say)."""
+    for kind in (bool, str, dict, list, int, float):
+        if isinstance(value, kind):
+            return kind
+    raise ContractError(f"not a JSON value: {type(value).__name__}")
 
 
 def decode_json(text: str | bytes) -> object:
@@ -112,8 +128,20 @@ def decode_json(text: str | bytes) -> object:
         raise ContractError(f"nested more than {MAX_DEPTH} levels deep") from error
     except ValueError as error:  # what the number parsers raise beyond their limits
         raise ContractError(f"not valid JSON: {error}") from error
-    check_bounds(value)
+    if not _within_bounds_by_length(text):
+        check_bounds(value)
     return value
+
+
+def _within_bounds_by_length(text: str | bytes) -> bool:
+    """Whether a decoded text's value is within the bounds without walking it: every item
+    takes a character of the text, every level an opening bracket, its text is at most the
+    text's length (checked), and the parse hooks bound every number. Most values are small."""
+    if len(text) > MAX_ITEMS:
+        return False
+    if isinstance(text, bytes):
+        return text.count(b"[") + text.count(b"{") < MAX_DEPTH
+    return text.count("[") + text.count("{") < MAX_DEPTH
 
 
 def canonical_json(value: object) -> str:

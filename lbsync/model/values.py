@@ -6,8 +6,12 @@ compare equal and the same input always renders the same bytes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
+from itertools import chain
+from typing import Final
 
 from lbsync.model.text import shown
 
@@ -141,25 +145,180 @@ class Rejection:
         return f"{self.where}: {self.message}"
 
 
+def part_of(key: str) -> str:
+    """The part a relative key belongs to: `services/<svc>` for a service's keys, "" for the
+    rest (settings and raw-only keys). A change to one key touches one part."""
+    if key.startswith(SERVICE_PREFIX):
+        name, slash, _ = key[len(SERVICE_PREFIX) :].partition("/")
+        if slash and name:
+            return SERVICE_PREFIX + name
+    return ""
+
+
+SERVICE_PREFIX = "services/"
+
+
 @dataclass(frozen=True)
-class Snapshot:
-    """A source's whole view at one moment: parsed entries by relative key, refusals, raw keys.
+class Part:
+    """One part of a snapshot (`part_of`): its entries, refusals and raw texts, each sorted by
+    key. Sources keep an unchanged part as the same object, so later steps can reuse what they
+    made of it by identity."""
 
-    `entries` and `raw` are tuples of (relative key, value) sorted by key. `usable` is False
-    when the source could not produce a whole view (store unreachable, file unreadable
-    or not valid TOML); the last good entries are then kept.
-    """
-
-    source: str
     entries: tuple[tuple[str, Entry], ...] = ()
     rejected: tuple[tuple[str, Rejection], ...] = ()
     raw: tuple[tuple[str, str], ...] = ()
-    usable: bool = True
-    error: str | None = None
 
-    def __post_init__(self) -> None:
-        if self.error is not None:  # a store's answer may be in it: safe to log and show
-            object.__setattr__(self, "error", shown(self.error))
+
+def _by_key(pair: tuple[str, object]) -> str:
+    return pair[0]
+
+
+def parts_of(
+    entries: Iterable[tuple[str, Entry]] = (),
+    rejected: Iterable[tuple[str, Rejection]] = (),
+    raw: Iterable[tuple[str, str]] = (),
+) -> dict[str, Part]:
+    """Flat (key, value) pairs grouped into parts."""
+    grouped: dict[
+        str, tuple[list[tuple[str, Entry]], list[tuple[str, Rejection]], list[tuple[str, str]]]
+    ] = {}
+
+    def lists(
+        key: str,
+    ) -> tuple[list[tuple[str, Entry]], list[tuple[str, Rejection]], list[tuple[str, str]]]:
+        return grouped.setdefault(part_of(key), ([], [], []))
+
+    for pair in entries:
+        lists(pair[0])[0].append(pair)
+    for refusal in rejected:
+        lists(refusal[0])[1].append(refusal)
+    for text in raw:
+        lists(text[0])[2].append(text)
+    return {
+        name: Part(
+            entries=tuple(sorted(kept, key=_by_key)),
+            rejected=tuple(sorted(refused, key=_by_key)),
+            raw=tuple(sorted(texts, key=_by_key)),
+        )
+        for name, (kept, refused, texts) in grouped.items()
+    }
+
+
+class Snapshot:
+    """A source's whole view at one moment, by part (`part_of`): parsed entries by relative
+    key, refusals, raw keys.
+
+    `entries`, `rejected` and `raw` are the flat views, tuples of (relative key, value) sorted
+    by key, made on first use; the pipeline reads `parts`, in which a source keeps every part
+    it did not change as the same object, so a change costs what changed. `usable` is False
+    when the source could not produce a whole view (store unreachable, file unreadable or not
+    valid TOML); the last good entries are then kept. A snapshot is a value: nothing changes
+    it once made.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        entries: tuple[tuple[str, Entry], ...] = (),
+        rejected: tuple[tuple[str, Rejection], ...] = (),
+        raw: tuple[tuple[str, str], ...] = (),
+        usable: bool = True,
+        error: str | None = None,
+        parts: Mapping[str, Part] | None = None,
+    ) -> None:
+        if parts is not None and (entries or rejected or raw):
+            raise ValueError("a snapshot is given by parts or by flat pairs, not both")
+        self.source: Final = source
+        self.parts: Final[Mapping[str, Part]] = (
+            parts if parts is not None else parts_of(entries, rejected, raw)
+        )
+        self.usable: Final = usable
+        # a store's answer may be in it: safe to log and show
+        self.error: Final = shown(error) if error is not None else None
+
+    @cached_property
+    def entries(self) -> tuple[tuple[str, Entry], ...]:
+        """Every entry, sorted by key."""
+        return tuple(
+            sorted(chain.from_iterable(p.entries for p in self.parts.values()), key=_by_key)
+        )
+
+    @cached_property
+    def rejected(self) -> tuple[tuple[str, Rejection], ...]:
+        """Every refusal, sorted by key."""
+        return tuple(
+            sorted(chain.from_iterable(p.rejected for p in self.parts.values()), key=_by_key)
+        )
+
+    @cached_property
+    def raw(self) -> tuple[tuple[str, str], ...]:
+        """Every raw text, sorted by key."""
+        return tuple(sorted(chain.from_iterable(p.raw for p in self.parts.values()), key=_by_key))
+
+    def sharing(self, previous: Snapshot | None) -> Snapshot:
+        """This snapshot with every part equal to one of `previous` replaced by that object,
+        for a source that reads everything again on each change (a file): later steps then
+        see by identity what did not change."""
+        if previous is None or not self.usable:
+            return self
+        old = previous.parts
+        parts = {
+            name: old[name] if old.get(name) == part else part for name, part in self.parts.items()
+        }
+        return Snapshot(self.source, parts=parts, usable=self.usable, error=self.error)
+
+    def _identity(self) -> tuple[object, ...]:
+        return (self.source, self.usable, self.error, self.parts)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Snapshot):
+            return NotImplemented
+        return self is other or self._identity() == other._identity()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        state = "usable" if self.usable else f"unusable: {self.error}"
+        return f"Snapshot({self.source!r}, {len(self.parts)} parts, {state})"
+
+
+@dataclass(frozen=True, eq=True)
+class RawKeys(Mapping[str, str]):
+    """The raw texts of the merged sources (key -> text), kept as the parts they came in, so a
+    change builds a new one cheaply and a lookup reads one part; the sorted pairs and the whole
+    table are made on first use (a template's `kv.ls`, the status)."""
+
+    parts: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, pairs: Iterable[tuple[str, str]]) -> RawKeys:
+        """Raw keys from flat pairs."""
+        grouped: dict[str, list[tuple[str, str]]] = {}
+        for pair in pairs:
+            grouped.setdefault(part_of(pair[0]), []).append(pair)
+        return cls({name: tuple(sorted(texts, key=_by_key)) for name, texts in grouped.items()})
+
+    @cached_property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        """Every (key, text), sorted by key."""
+        return tuple(sorted(chain.from_iterable(self.parts.values()), key=_by_key))
+
+    @cached_property
+    def _table(self) -> dict[str, str]:
+        return dict(chain.from_iterable(self.parts.values()))
+
+    def __getitem__(self, key: str) -> str:
+        for name, text in self.parts.get(part_of(key), ()):
+            if name == key:
+                return text
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
 
 
 @dataclass(frozen=True)
@@ -180,7 +339,7 @@ class Catalog:
 
     services: tuple[ServiceSpec, ...] = ()
     settings: tuple[Setting, ...] = ()
-    raw: tuple[tuple[str, str], ...] = ()
+    raw: RawKeys = field(default_factory=RawKeys)
     rejected: tuple[Rejection, ...] = field(default=())
     origins: tuple[tuple[str, tuple[str, ...]], ...] = ()
 

@@ -16,9 +16,10 @@ for targets with a runtime API; without one every change is FULL, as for nginx.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
+from lbsync.haproxy.blocks import Blocks
 from lbsync.haproxy.layout import Layout
 from lbsync.haproxy.operations import NotRuntime, Operation, SetWeight, runtime_changes
 
@@ -41,6 +42,8 @@ class Running:
     content: bytes
     layout: Layout | None = None
     validated: bool = False
+    # where its backends' server lines are (targets with a runtime API), for the fast lane
+    blocks: Blocks | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,13 @@ import asyncio
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lbsync.config import TargetConfig
-from lbsync.core.state import DesiredState
+from lbsync.core.state import DesiredState, ServiceState
 from lbsync.haproxy import layout
+from lbsync.haproxy.blocks import Blocks, server_blocks
+from lbsync.haproxy.operations import NotRuntime, runtime_changes
 from lbsync.haproxy.runtime import (
     RuntimeApi,
     RuntimeFailed,
@@ -28,7 +30,7 @@ from lbsync.haproxy.runtime import (
     ServerKey,
     check,
 )
-from lbsync.pipeline import fsio, startup, validate
+from lbsync.pipeline import fastlane, fsio, startup, validate
 from lbsync.pipeline.decision import Decision, Plan, Running, decide
 from lbsync.pipeline.reload import (
     Reloaded,
@@ -51,6 +53,16 @@ class Proxy:
 
     running: Running | None
     lingering: frozenset[ServerKey] = frozenset()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A desired state's file and what the decision needs of it, made off the event loop."""
+
+    rendered: bytes
+    digest: str
+    layout: layout.Layout | None
+    blocks: Blocks | None
 
 
 @dataclass(frozen=True)
@@ -117,8 +129,14 @@ class TargetRunner:
         self.engine = engine_for(config.reload)
         # None until the first cycle asks the proxy what it runs (`startup.py`)
         self.proxy: Proxy | None = None
+        # the desired state the running file was made from (None: not known), the template it
+        # was rendered with, and the generation of the last change applied (see `apply`)
+        self.basis: DesiredState | None = None
+        self._basis_template: Compiled | None = None
+        self.generation = -1
         self._lock = asyncio.Lock()
         self._compiled: Compiled | None = None
+        self._alone: dict[str, tuple[ServiceState, DesiredState, bytes]] = {}
 
     def close(self) -> None:
         """Drop the kept runtime API connection (at shutdown)."""
@@ -136,12 +154,201 @@ class TargetRunner:
         self._compiled = compiled(self.config.template, self._compiled)
         return render(state, self._compiled.template, self.config.vars)
 
-    async def apply(self, state: DesiredState) -> ApplyReport:
-        """Bring the destination and the proxy to the desired state, or report why not."""
+    def _prepared(self, state: DesiredState, template: Compiled) -> Prepared:
+        """Render and read the layout (pure, CPU-bound: run in a worker thread)."""
+        rendered = render(state, template.template, self.config.vars).encode()
+        found = self._layout(rendered)
+        return Prepared(
+            rendered=rendered,
+            digest=hashlib.sha256(rendered).hexdigest()[:16],
+            layout=found,
+            blocks=server_blocks(rendered) if found is not None else None,
+        )
+
+    async def apply(self, state: DesiredState, generation: int = 0) -> ApplyReport:
+        """Bring the destination and the proxy to the desired state, or report why not.
+
+        The whole render runs in a worker thread before the lock is taken, so the event loop
+        (sources, the fast lane, the API) keeps going meanwhile. `generation` orders changes:
+        a state older than one the fast lane applied meanwhile is dropped, the newer one is
+        then on its way here."""
+        cycle = _Cycle(self.config.name)
+        try:
+            template = self._compiled = compiled(self.config.template, self._compiled)
+            prepared = await asyncio.to_thread(self._prepared, state, template)
+        except RenderError as error:
+            return cycle.report(Outcome.RENDER_FAILED, None, error=str(error))
+        cycle.digest = prepared.digest
+        cycle.lap("render", cycle.started)
         async with self._lock:
+            if generation < self.generation:
+                return cycle.report(
+                    Outcome.UNCHANGED, None, detail="superseded by a newer change already applied"
+                )
             proxy = self.proxy if self.proxy is not None else await self._found_at_start()
-            report, self.proxy = await self._apply(state, proxy, _Cycle(self.config.name))
+            report, after = await self._apply(prepared, proxy, cycle)
+            if after.running is not None and after.running.content == prepared.rendered:
+                self.basis, self._basis_template = state, template
+                if after.running.blocks is None:  # what runs was found at start
+                    after = replace(after, running=replace(after.running, blocks=prepared.blocks))
+            elif after.running is not proxy.running:
+                self.basis = None
+            self.proxy = after
+            self.generation = max(self.generation, generation)
             return report
+
+    async def apply_fast(self, state: DesiredState, generation: int) -> ApplyReport | None:
+        """Apply a change through the fast lane (`fastlane.py`) when it can take it: the
+        report, or None when the change waits for the whole render."""
+        if self.runtime is None or self.proxy is None or self.basis is None:
+            return None
+        async with self._lock:
+            proxy, basis = self.proxy, self.basis
+            running = proxy.running
+            if running is None or running.layout is None or not running.validated:
+                return None
+            if basis is None or proxy.lingering:
+                return None
+            if generation <= self.generation:
+                return None
+            try:
+                template = self._compiled = compiled(self.config.template, self._compiled)
+            except RenderError:
+                return None
+            if template is not self._basis_template:
+                return None  # a new template: the whole render decides
+            cycle = _Cycle(self.config.name)
+            blocks = (
+                running.blocks if running.blocks is not None else server_blocks(running.content)
+            )
+            try:
+                patch = fastlane.plan(
+                    basis=basis,
+                    state=state,
+                    running=running.layout,
+                    content=running.content,
+                    blocks=blocks,
+                    render_alone=lambda whole, one: self._render_alone(whole, one, template),
+                )
+            except RenderError:
+                return None  # the whole render reports it
+            if isinstance(patch, fastlane.NotFast):
+                return None
+            cycle.lap("render", cycle.started)
+            return await self._apply_patch(
+                state, generation=generation, patch=patch, running=running, cycle=cycle
+            )
+
+    async def _apply_patch(
+        self,
+        state: DesiredState,
+        *,
+        generation: int,
+        patch: fastlane.Patch,
+        running: Running,
+        cycle: _Cycle,
+    ) -> ApplyReport:
+        """Send the patch's operations, then write its file (under the lock). Why the runtime
+        API before the file here: docs/architecture.md (the fast lane)."""
+        assert self.proxy is not None
+        prepared = Prepared(
+            rendered=patch.content,
+            digest=hashlib.sha256(patch.content).hexdigest()[:16],
+            layout=patch.layout,
+            blocks=patch.blocks,
+        )
+        cycle.digest = prepared.digest
+        decision = Decision(Plan.RUNTIME, patch.operations, write=True, validate=False)
+        if patch.weights_only:
+            report, proxy = await self._patch_weights(
+                prepared, decision=decision, running=running, cycle=cycle
+            )
+        else:
+            report, proxy = await self._patch_servers(
+                prepared, decision=decision, running=running, cycle=cycle
+            )
+        if proxy.running is not None and proxy.running.content == patch.content:
+            self.basis = state
+        elif proxy.running is not running:
+            self.basis = None
+        self.proxy = proxy
+        self.generation = generation
+        return replace(report, detail=f"fast lane: {report.detail or report.outcome.value}")
+
+    async def _patch_weights(
+        self, prepared: Prepared, *, decision: Decision, running: Running, cycle: _Cycle
+    ) -> tuple[ApplyReport, Proxy]:
+        """Weights: live first, then the file (valid by the validator rule); a runtime apply
+        HAProxy does not confirm is finished by a reload of that file, as in the whole cycle."""
+        assert self.proxy is not None
+        report, fallback, proxy = await self._runtime(
+            prepared, decision=decision, proxy=self.proxy, cycle=cycle
+        )
+        mark = cycle.now()
+        failure = await asyncio.to_thread(self._written, prepared.rendered, running.content)
+        cycle.lap("write", mark)
+        if failure is not None:
+            # what runs is known (`proxy`); the file differs from it, and the next cycle writes
+            # it again (or, for a runtime apply not confirmed, reloads once it is written)
+            return cycle.report(failure.outcome, decision.plan, error=failure.error), proxy
+        if report is None:
+            return await self._reload(
+                prepared,
+                on_disk=running.content,
+                decision=decision,
+                proxy=proxy,
+                cycle=cycle,
+                fallback=fallback,
+            )
+        return report, proxy
+
+    async def _patch_servers(
+        self, prepared: Prepared, *, decision: Decision, running: Running, cycle: _Cycle
+    ) -> tuple[ApplyReport, Proxy]:
+        """Joins and leaves: live first (HAProxy parses an added server's line as the file
+        would), then the file validated and written; a file the validator refuses is not
+        written and the servers are taken back."""
+        assert self.proxy is not None and self.runtime is not None and running.layout is not None
+        report, fallback, proxy = await self._runtime(
+            prepared, decision=decision, proxy=self.proxy, cycle=cycle
+        )
+        if report is None:  # the whole cycle validates and reloads
+            error = fallback or "runtime apply not verified"
+            return cycle.report(Outcome.RUNTIME_FAILED, decision.plan, error=error), Proxy(
+                None, self.proxy.lingering
+            )
+        check = replace(decision, validate=True)
+        failure = await self._validate_and_write(
+            prepared.rendered, running.content, decision=check, cycle=cycle
+        )
+        if failure is None:
+            return report, proxy
+        assert prepared.layout is not None
+        try:
+            undo = runtime_changes(prepared.layout, running.layout)
+            back = await self.runtime.apply(undo, running.layout, proxy.lingering)
+        except (NotRuntime, RuntimeFailed, RuntimeUnavailable) as error:
+            message = f"{failure.error}; taking the servers back failed: {error}"
+            return cycle.report(failure.outcome, decision.plan, error=message), Proxy(None)
+        message = f"{failure.error}; the servers it added or removed were taken back"
+        return cycle.report(failure.outcome, decision.plan, error=message), Proxy(
+            running, back.lingering
+        )
+
+    def _render_alone(
+        self, whole: DesiredState, service: ServiceState, template: Compiled
+    ) -> bytes:
+        """What the template renders for one service alone (with everything else `whole`
+        holds but the other services), kept for the service object it was made from."""
+        known = self._alone.get(service.name)
+        if known is not None and known[0] is service and known[1].raw is whole.raw:
+            return known[2]
+        alone = replace(whole, services=(service,))
+        text = render(alone, template.template, self.config.vars).encode()
+        if len(self._alone) > 4 * fastlane.MAX_CHANGED_SERVICES:
+            self._alone.clear()
+        self._alone[service.name] = (service, whole, text)
+        return text
 
     async def _found_at_start(self) -> Proxy:
         """What the proxy runs when lbsync starts: the file on disk (not as validated) if the
@@ -173,22 +380,19 @@ class TargetRunner:
         return Proxy(Running(on_disk, layout_on_disk), seen.lingering)
 
     async def _apply(
-        self, state: DesiredState, proxy: Proxy, cycle: _Cycle
+        self, prepared: Prepared, proxy: Proxy, cycle: _Cycle
     ) -> tuple[ApplyReport, Proxy]:
-        try:
-            rendered = self.render(state).encode()
-        except RenderError as error:
-            return cycle.report(Outcome.RENDER_FAILED, None, error=str(error)), proxy
-        mark = cycle.lap("render", cycle.started)
-        cycle.digest = hashlib.sha256(rendered).hexdigest()[:16]
+        rendered, new_layout = prepared.rendered, prepared.layout
+        mark = cycle.now()
         on_disk = fsio.read_or_none(self.config.dest)
-        new_layout = self._layout(rendered)
         decision = decide(rendered, on_disk=on_disk, running=proxy.running, layout=new_layout)
         if decision.plan is Plan.NOTHING and proxy.lingering:
             decision = Decision(Plan.RUNTIME)  # only the removal of servers still leaving
         cycle.lap("decide", mark)
         if decision.plan is Plan.NOTHING:
-            return cycle.report(Outcome.UNCHANGED, decision.plan), proxy
+            return cycle.report(Outcome.UNCHANGED, decision.plan), await self._vouched(
+                prepared, proxy, cycle
+            )
         if decision.write or decision.validate:
             failure = await self._validate_and_write(
                 rendered, on_disk, decision=decision, cycle=cycle
@@ -199,15 +403,14 @@ class TargetRunner:
         if decision.plan is Plan.RUNTIME:
             assert new_layout is not None
             done, fallback, proxy = await self._runtime(
-                rendered, new_layout, decision=decision, proxy=proxy, cycle=cycle
+                prepared, decision=decision, proxy=proxy, cycle=cycle
             )
             if done is not None:
                 return done, proxy
         return await self._reload(
-            rendered=rendered,
+            prepared,
             on_disk=on_disk,
             decision=decision,
-            new_layout=new_layout,
             proxy=proxy,
             cycle=cycle,
             fallback=fallback,
@@ -215,8 +418,7 @@ class TargetRunner:
 
     async def _runtime(
         self,
-        rendered: bytes,
-        new_layout: layout.Layout,
+        prepared: Prepared,
         *,
         decision: Decision,
         proxy: Proxy,
@@ -224,7 +426,8 @@ class TargetRunner:
     ) -> tuple[ApplyReport | None, str | None, Proxy]:
         """Send a RUNTIME plan's operations: the report when verified, else why a reload must
         finish the job, with what is then known of the proxy."""
-        assert self.runtime is not None
+        assert self.runtime is not None and prepared.layout is not None
+        rendered, new_layout = prepared.rendered, prepared.layout
         mark = cycle.now()
         try:
             applied = await self.runtime.apply(decision.operations, new_layout, proxy.lingering)
@@ -242,21 +445,22 @@ class TargetRunner:
             detail=_runtime_detail(len(decision.operations), applied.lingering),
             runtime_ops=len(decision.operations),
         )
-        return report, None, Proxy(Running(rendered, new_layout, validated=True), applied.lingering)
+        running = Running(rendered, new_layout, validated=True, blocks=prepared.blocks)
+        return report, None, Proxy(running, applied.lingering)
 
     async def _reload(
         self,
+        prepared: Prepared,
         *,
-        rendered: bytes,
         on_disk: bytes | None,
         decision: Decision,
-        new_layout: layout.Layout | None,
         proxy: Proxy,
         cycle: _Cycle,
         fallback: str | None,
     ) -> tuple[ApplyReport, Proxy]:
         """Reload the written file, then bring runtime values back to the file's. A reload
         that did not happen leaves `proxy` as it was."""
+        rendered, new_layout = prepared.rendered, prepared.layout
         prefix = f"{fallback}; " if fallback else ""
         mark = cycle.now()
         if self.runtime is not None:
@@ -277,7 +481,7 @@ class TargetRunner:
         mark = cycle.lap("reload", mark)
         detail = prefix + (reloaded.detail if reloaded else "")
         # HAProxy loaded the file: servers that are not in it are gone
-        loaded = Proxy(Running(rendered, new_layout, validated=True))
+        loaded = Proxy(Running(rendered, new_layout, validated=True, blocks=prepared.blocks))
         if self.runtime is not None and new_layout is not None:
             try:
                 converged = await self.runtime.converge(new_layout)
@@ -302,6 +506,32 @@ class TargetRunner:
         except OSError as error:
             return f"previous {dest.name} could not be restored ({error}); the refused file stays"
         return f"previous {dest.name} restored"
+
+    async def _vouched(self, prepared: Prepared, proxy: Proxy, cycle: _Cycle) -> Proxy:
+        """What runs, validated once if it was only found at start (the fast lane and weight
+        changes skip the validator only for a file this process validated)."""
+        running = proxy.running
+        if self.runtime is None or running is None or running.validated:
+            return proxy
+        check = Decision(Plan.NOTHING, validate=True)
+        if await self._validate_and_write(prepared.rendered, None, decision=check, cycle=cycle):
+            return proxy  # refused: every change then takes the validator, as before
+        return replace(proxy, running=replace(running, validated=True))
+
+    def _written(self, content: bytes, on_disk: bytes | None) -> Failure | None:
+        """Stage and commit a file that needs no validation (blocking: run in a thread)."""
+        dest = self.config.dest
+        try:
+            staged = fsio.stage(dest, content, self.config.mode)
+        except OSError as error:
+            return Failure(Outcome.WRITE_FAILED, f"{dest}: cannot stage: {error}")
+        try:
+            fsio.commit(staged, dest, previous=on_disk, keep_backup=self.config.backup)
+        except OSError as error:
+            return Failure(Outcome.WRITE_FAILED, f"{dest}: cannot write: {error}")
+        finally:
+            fsio.discard(staged)
+        return None
 
     async def _validate_and_write(
         self, rendered: bytes, on_disk: bytes | None, *, decision: Decision, cycle: _Cycle

@@ -25,8 +25,9 @@ from lbsync.kv.etcd.errors import (
     WatchCanceled,
     WatchIdle,
 )
-from lbsync.kv.etcd.messages import EventType
-from lbsync.model.contract import ParseCache, decode_raw
+from lbsync.kv.etcd.messages import EventType, WatchResponse
+from lbsync.kv.requests import RequestCounts
+from lbsync.model.held import HeldKeys
 from lbsync.model.values import Snapshot
 
 log = logging.getLogger("lbsync.etcd")
@@ -44,35 +45,27 @@ class EtcdSource:
         self.config = config
         self.prefix = config.prefix
         self._retry = retry
-        self._parse_cache = ParseCache()
+        self.requests = RequestCounts()  # every request to etcd, by kind, for the metrics
 
     @property
     def name(self) -> str:
         """The source's name in status and errors."""
         return f"etcd:{','.join(self.config.endpoints)}"
 
-    def snapshot(self, values: dict[str, bytes]) -> Snapshot:
-        """The snapshot of the keys held (full keys -> values)."""
+    def describe(self, key: str) -> str:
+        """How refusals name a relative key."""
+        return f"etcd key {self.prefix}{key}"
 
-        def describe(key: str) -> str:
-            return f"etcd key {self.prefix}{key}"
-
-        relative = ((key.removeprefix(self.prefix), value) for key, value in values.items())
-        raw, refused = decode_raw(relative, describe=describe)
-        entries, rejected = self._parse_cache.parse(raw, describe=describe)
-        return Snapshot(
-            source=self.name,
-            entries=entries,
-            rejected=tuple(sorted(rejected + refused, key=lambda pair: pair[0])),
-            raw=tuple(sorted(raw.items())),
-        )
+    def snapshot(self, held: HeldKeys) -> Snapshot:
+        """The snapshot of the keys held."""
+        return Snapshot(source=self.name, parts=held.parts())
 
     async def snapshots(self) -> AsyncIterator[Snapshot]:
         """Whole snapshots, repeats dropped; one unusable snapshot per outage."""
         last: Snapshot | None = None
         failures = 0
         rng = random.Random()
-        async with EtcdClient.from_config(self.config) as client:
+        async with EtcdClient.from_config(self.config, requests=self.requests) as client:
             while True:
                 try:
                     async for snapshot in self._follow(client):
@@ -91,23 +84,23 @@ class EtcdSource:
 
     async def _follow(self, client: EtcdClient) -> AsyncIterator[Snapshot]:
         """Read, then watch; re-read whenever the watch cannot resume. Raises when etcd fails."""
+        held = HeldKeys(self.describe)
         while True:
             revision, kvs = await client.range_prefix(self.prefix)
-            values = {kv.key: kv.value for kv in kvs}
-            yield self.snapshot(values)
+            held.replace((kv.key.removeprefix(self.prefix), kv.value) for kv in kvs)
+            yield self.snapshot(held)
             resume = revision + 1
             while True:
                 watch = client.watch(self.prefix, resume, idle_timeout=self.config.idle_timeout)
                 try:
                     async with watch:
                         async for response in watch:
-                            for event in response.events:
-                                if event.type is EventType.DELETE:
-                                    values.pop(event.kv.key, None)
-                                else:
-                                    values[event.kv.key] = event.kv.value
-                            if response.events:
-                                yield self.snapshot(values)
+                            changed = self._held_after(held, response)
+                            # what piled up while the last snapshot was being used: one snapshot
+                            while (more := await watch.buffered()) is not None:
+                                changed = self._held_after(held, more) or changed
+                            if changed:
+                                yield self.snapshot(held)
                 except TokenExpired:
                     await client.login()
                 except WatchIdle:
@@ -116,3 +109,13 @@ class EtcdSource:
                     log.info("etcd watch ended (%s); reading %s again", error, self.prefix)
                     break
                 resume = watch.resume_revision
+
+    def _held_after(self, held: HeldKeys, response: WatchResponse) -> bool:
+        """Apply one watch response's events; whether it had any."""
+        for event in response.events:
+            key = event.kv.key.removeprefix(self.prefix)
+            if event.type is EventType.DELETE:
+                held.delete(key)
+            else:
+                held.put(key, event.kv.value)
+        return bool(response.events)

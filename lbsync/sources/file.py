@@ -150,7 +150,7 @@ class FileSource:
             async for removed in changes([self.path]):
                 if removed:
                     break
-                snapshot = read_snapshot(self.path, source=self.name)
+                snapshot = read_snapshot(self.path, source=self.name).sharing(last)
                 if snapshot != last:
                     last = snapshot
                     yield snapshot

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
-from lbsync.model.catalog import carry_forward, merge
+from lbsync.model.catalog import MergeCache, carry_forward, merge
 from lbsync.model.values import Catalog, Snapshot
 from lbsync.sources.protocol import Source
 
@@ -61,11 +61,11 @@ class Views:
         """Whether every source has given a usable snapshot once."""
         return all(snapshot is not None for snapshot in self.snapshots)
 
-    def catalog(self) -> Catalog:
-        """The merged catalog; only once every source synced."""
+    def catalog(self, cache: MergeCache | None = None) -> Catalog:
+        """The merged catalog; only once every source synced (`cache`: see `merge`)."""
         if not self.synced:
             raise SourceUnusable("not every source has given a usable snapshot yet")
-        return merge([snapshot for snapshot in self.snapshots if snapshot is not None])
+        return merge([snapshot for snapshot in self.snapshots if snapshot is not None], cache)
 
 
 async def follow(source: Source, accept: Callable[[Snapshot], Awaitable[None]]) -> NoReturn:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from lbsync.kv.requests import RequestCounts
 from lbsync.model.values import Snapshot
 
 
@@ -19,3 +20,10 @@ class Source(Protocol):
     def snapshots(self) -> AsyncIterator[Snapshot]:
         """Whole snapshots, the first as soon as possible, then one per real change."""
         ...
+
+
+@runtime_checkable
+class Counted(Protocol):
+    """A source that counts its requests to a store (etcd, Consul), for the metrics."""
+
+    requests: RequestCounts

@@ -26,6 +26,7 @@ from lbsync.core.state import build
 from lbsync.model import checks
 from lbsync.model.catalog import merge
 from lbsync.model.contract import parse_raw, parse_values
+from lbsync.model.held import HeldKeys
 from lbsync.model.keys import is_contract_key
 from lbsync.model.text import shown
 from lbsync.model.values import Rejection, Snapshot
@@ -218,7 +219,9 @@ etcd_values = st.one_of(
 def test_the_etcd_snapshot_of_any_keys_and_bytes_accounts_for_every_key(
     values: dict[str, bytes],
 ) -> None:
-    snapshot = SOURCE.snapshot({f"lbsync/{key}": value for key, value in values.items()})
+    held = HeldKeys(SOURCE.describe)
+    held.replace(values.items())
+    snapshot = SOURCE.snapshot(held)
     entered = {key for key, _ in snapshot.entries}
     refused = {key: rejection for key, rejection in snapshot.rejected}
     raw = dict(snapshot.raw)

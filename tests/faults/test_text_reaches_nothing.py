@@ -44,7 +44,7 @@ def test_a_refusal_printed_into_a_comment_stays_in_the_comment(tmp_path: Path) -
 
 
 def test_a_raw_value_with_a_line_break_is_a_render_error_unless_asked_for_as_multiline() -> None:
-    kv = KvView((("app/one", "plain"), ("app/pem", "-----BEGIN-----\nabc\n-----END-----\n")))
+    kv = KvView({"app/one": "plain", "app/pem": "-----BEGIN-----\nabc\n-----END-----\n"})
     assert kv.get("app/one") == "plain"
     with pytest.raises(RenderError, match="app/pem"):
         kv.get("app/pem")

@@ -7,9 +7,13 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+from support.api import api_url
+from support.memory import MemorySource, catalog_values, file_target_config
 from support.processes import Backends, HAProxy
 from support.shop import shop, start_shop
 from support.site import Site, running_daemon
+
+from lbsync.config import load
 
 CHROMIUM = Path("/usr/lib/chromium/chromium")
 # No network beyond loopback here: keep Chromium from reaching out on its own.
@@ -102,3 +106,28 @@ async def test_the_dashboard_shows_the_split_and_follows_a_change_without_a_relo
         await page.screenshot(path=str(screenshot), full_page=True)
         print(f"dashboard screenshot: {screenshot}")
         assert problems == []
+
+
+async def test_with_many_services_the_dashboard_asks_only_for_the_servers_on_screen(
+    browser: Browser, tmp_path: Path
+) -> None:
+    source = MemorySource()
+    source.push(catalog_values(200, 2))
+    config = load(file_target_config(tmp_path), environ={})
+    async with running_daemon(config, sources=[source]) as daemon:
+        url = await api_url(daemon)
+        page = await browser.new_page(viewport={"width": 1366, "height": 768})
+        asked: list[str] = []
+        page.on("request", lambda request: asked.append(request.url))
+        await page.goto(f"{url}/")
+        first = page.locator('[data-service="svc-0000"] [data-instance="svc-0000-1"]')
+        await first.wait_for(timeout=10_000)
+        assert await page.locator("[data-service]").count() == 200
+        last = page.locator('[data-service="svc-0199"]')
+        assert "2 instances" in await last.inner_text()  # not on screen: only the count
+        await last.scroll_into_view_if_needed()
+        await last.locator('[data-instance="svc-0199-1"]').wait_for(timeout=10_000)
+        services = {u.rsplit("/", 1)[1] for u in asked if "/v1/services/" in u}
+        assert {"svc-0000", "svc-0199"} <= services
+        assert "svc-0100" not in services  # never on screen, never asked
+        assert not any(u.endswith("/v1/status") for u in asked)

@@ -4,6 +4,7 @@ structural changes reload once; runtime values survive reloads. Real HAProxy, re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -51,13 +52,41 @@ class Running:
     ports: dict[str, int]
 
     async def change(self, services: dict[str, dict[str, Any]]) -> ApplyReport:
-        """Write the services file and return the report of the cycle that follows."""
-        status = await next_cycle(self.daemon, lambda: self.site.write_services(services))
-        return status.targets[0]
+        """Write the services file and return the report of the first cycle that did
+        something (the fast lane's, when it took the change; the whole cycle then follows)."""
+        return await first_report(self.daemon, lambda: self.site.write_services(services))
 
     def file_weights(self) -> dict[str, int]:
         text = self.site.dest.read_text()
         return {name: int(weight) for name, weight in _SERVER_LINE.findall(text)}
+
+
+async def first_report(daemon: Daemon, change: Callable[[], None]) -> ApplyReport:
+    """Make a change and return the first report after it that did something, or the report
+    of a whole cycle that changed nothing (events keep every report that did something)."""
+    seen, cycles = len(daemon.status.events), daemon.status.cycles
+    change()
+    status = await daemon.wait_for(
+        lambda status: (
+            len(status.events) > seen
+            or (status.cycles > cycles and status.targets[0].outcome is Outcome.UNCHANGED)
+        ),
+        10,
+    )
+    return status.events[seen] if seen < len(status.events) else status.targets[0]
+
+
+@contextlib.asynccontextmanager
+async def started(
+    site: Site, proxy: HAProxy, ports: dict[str, int], groups: dict[str, float]
+) -> AsyncIterator[Running]:
+    """blue-1 and green-1 split by `groups`: the first file, HAProxy, then the daemon."""
+    site.write_services(shop(ports, ["blue-1", "green-1"], groups))
+    site.lbsync("once")  # the first file; no HAProxy runs yet
+    proxy.start()
+    async with running_daemon(site.config()) as daemon:
+        await daemon.wait_for(lambda status: status.ready, 10)
+        yield Running(site, proxy, daemon, ports)
 
 
 @pytest.fixture
@@ -65,13 +94,8 @@ async def running(
     haproxy_site: tuple[Site, HAProxy], backends: Callable[[list[str]], Backends]
 ) -> AsyncIterator[Running]:
     site, proxy = haproxy_site
-    ports = backends(NAMES).ports
-    site.write_services(shop(ports, ["blue-1", "green-1"], {"blue": 50, "green": 50}))
-    site.lbsync("once")  # the first file; no HAProxy runs yet
-    proxy.start()
-    async with running_daemon(site.config()) as daemon:
-        await daemon.wait_for(lambda status: status.ready, 10)
-        yield Running(site, proxy, daemon, ports)
+    async with started(site, proxy, backends(NAMES).ports, {"blue": 50, "green": 50}) as rig:
+        yield rig
 
 
 async def test_an_instance_joins_and_leaves_without_a_reload(running: Running) -> None:
@@ -160,7 +184,9 @@ async def test_a_leaving_server_finishes_its_requests_and_is_removed_by_a_later_
     left = await running.change(shop(running.ports, ["green-1"]))
     assert (left.outcome, left.plan) == ("applied", "runtime"), left
     assert left.detail is not None and "shop/blue-1" in left.detail  # lingering, in maintenance
-    assert running.proxy.servers("shop")["blue-1"][1] & 1  # forced maintenance: nothing new
+    # forced maintenance, or drain while a later cycle retries the removal (drain, maint,
+    # del): either way nothing new reaches it
+    assert running.proxy.servers("shop")["blue-1"][1] & 0b1001
     assert await in_flight == (200, False, "blue-1")
     writer.close()
     later = await running.change(shop(running.ports, ["green-1", "blue-2"]))
@@ -211,11 +237,8 @@ async def test_runtime_changes_still_apply_after_haproxy_refused_a_reload(
     )
     site.write_config(template=template)
     ports = backends(NAMES).ports
-    site.write_services(shop(ports, ["blue-1", "green-1"], {"blue": 50}))
-    site.lbsync("once")
-    proxy.start()
-    async with running_daemon(site.config()) as daemon:
-        await daemon.wait_for(lambda status: status.ready, 10)
+    async with started(site, proxy, ports, {"blue": 50}) as rig:
+        daemon = rig.daemon
         with socket.socket() as occupied:  # passes `haproxy -c`; the new worker cannot bind
             occupied.bind(("127.0.0.1", 0))
             occupied.listen()
@@ -224,10 +247,65 @@ async def test_runtime_changes_still_apply_after_haproxy_refused_a_reload(
             refused = await next_cycle(daemon, lambda: write_atomically(site.services, text))
         assert refused.targets[0].outcome is Outcome.RELOAD_FAILED, refused.targets
         assert proxy.failed_reloads() == 1
-        status = await next_cycle(
+        report = await first_report(
             daemon, lambda: site.write_services(shop(ports, ["blue-1", "green-1"], {"blue": 20}))
         )
-    report = status.targets[0]
     assert (report.outcome, report.plan) == ("applied", "runtime"), report
-    assert report.detail == "1 runtime operation, verified"  # no fallback reload
+    assert report.detail == "fast lane: 1 runtime operation, verified"  # no fallback reload
     assert proxy.weights("shop") == {"blue-1": 64, "green-1": 256}
+
+
+async def test_a_weight_change_takes_the_fast_lane_and_the_file_is_the_whole_render(
+    running: Running,
+) -> None:
+    """The weights go live at once, before the debounced whole cycle, which then finds the
+    file on disk byte for byte what it renders and does nothing more."""
+    worker, reloads = running.proxy.worker_pids(), running.proxy.reloads()
+    fast = await running.change(shop(running.ports, ["blue-1", "green-1"], {"blue": 20}))
+    assert (fast.outcome, fast.plan) == ("applied", "runtime"), fast
+    assert fast.detail is not None and fast.detail.startswith("fast lane"), fast
+    assert running.proxy.weights("shop") == running.file_weights() == {"blue-1": 64, "green-1": 256}
+    runner, fast_state = running.daemon.runners[0], running.daemon.status.state
+    assert fast_state is not None
+
+    async def confirmed() -> bool:  # the whole cycle rendered this change and did nothing
+        return runner.basis is not None and runner.basis is not fast_state
+
+    await async_wait_until(confirmed, 10, "the whole render of the change")
+    assert runner.basis is not None and runner.basis == fast_state
+    assert running.site.dest.read_bytes() == runner.render(runner.basis).encode()
+    assert running.daemon.status.targets[0].detail == fast.detail  # a confirmation is no news
+    assert running.proxy.worker_pids() == worker and running.proxy.reloads() == reloads
+
+
+async def test_a_fast_lane_apply_haproxy_does_not_show_is_finished_by_a_reload(
+    running: Running,
+) -> None:
+    master_cli(running.proxy.master_socket, "@1 set server shop/green-1 state maint")
+    master_cli(running.proxy.master_socket, "@1 del server shop/green-1")
+    reloads = running.proxy.reloads()
+    report = await running.change(shop(running.ports, ["blue-1", "green-1"], {"blue": 30}))
+    assert report.outcome is Outcome.APPLIED and report.detail is not None, report
+    assert "runtime apply not verified" in report.detail, report
+    assert running.proxy.reloads() == reloads + 1
+    assert running.proxy.weights("shop") == running.file_weights()
+
+
+async def test_a_join_the_validator_refuses_is_taken_back_and_never_written(
+    haproxy_site: tuple[Site, HAProxy], backends: Callable[[list[str]], Backends]
+) -> None:
+    """A join goes live before the file is validated (HAProxy parses the added line itself);
+    when the validator then refuses the file, nothing is written and the server is removed."""
+    site, proxy = haproxy_site
+    refuse_blue_2 = '\'! grep -q "server blue-2 " "$0" && haproxy -c -q -f "$0"\''
+    site.write_config(extra=f'validate = ["sh", "-c", {refuse_blue_2}, "{{staged}}"]')
+    ports = backends(NAMES).ports
+    async with started(site, proxy, ports, {"blue": 50}) as rig:
+        runner = rig.daemon.runners[0]
+        await rig.daemon.wait_for(lambda _: runner.basis is not None, 10)
+        before, reloads = site.dest.read_bytes(), proxy.reloads()
+        report = await rig.change(shop(ports, NAMES, {"blue": 50}))
+        assert report.outcome is Outcome.INVALID, report
+        assert report.error is not None and "taken back" in report.error, report
+        assert set(proxy.weights("shop")) == {"blue-1", "green-1"}
+        assert site.dest.read_bytes() == before and proxy.reloads() == reloads

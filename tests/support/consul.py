@@ -54,6 +54,7 @@ class ConsulAgent:
     tls: bool = False
     persistent: bool = False
     node: str = "node-a"
+    hcl: tuple[str, ...] = ()  # more configuration, e.g. `limits { ... }`
     ports: dict[str, int] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
@@ -102,7 +103,7 @@ class ConsulAgent:
         binary = consul_binary()
         if binary is None:
             raise AssertionError("consul is not installed: run scripts/install-system.sh")
-        hcl = ["disable_update_check = true"]
+        hcl = ["disable_update_check = true", *self.hcl]
         if self.persistent:  # Raft's production timings: a restarted server elects itself fast
             hcl.append("performance { raft_multiplier = 1 }")
         if self.tls:
@@ -252,6 +253,20 @@ class ConsulAgent:
         """Register an external node with one service and its checks (catalog API)."""
         body = {"Node": node, "Address": address, "Service": service, "Checks": checks}
         await self.call("PUT", "/v1/catalog/register", body)
+
+    async def catalog_register_many(self, bodies: list[dict[str, Any]]) -> None:
+        """`/v1/catalog/register` for each body in turn over one kept connection (hundreds of
+        instances in a second or two, one connection of the agent's per-client limit)."""
+        headers = {"X-Consul-Token": self.token} if self.token else {}
+        connector = aiohttp.TCPConnector(limit=1)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=60)
+        ) as session:
+            for body in bodies:
+                url = f"{self.address}/v1/catalog/register"
+                async with session.put(url, json=body, headers=headers) as reply:
+                    if reply.status >= 400:
+                        raise AssertionError(f"register {body}: {reply.status}")
 
     async def catalog_deregister(self, node: str) -> None:
         await self.call("PUT", "/v1/catalog/deregister", {"Node": node})

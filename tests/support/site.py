@@ -8,7 +8,7 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from lbsync.config import Config, load
 from lbsync.daemon.daemon import Daemon
 from lbsync.daemon.status import Status
 from lbsync.pipeline.report import Outcome
+from lbsync.sources import Source
 from support.commandline import Finished, run_main_blocking, run_main_elsewhere
 from support.servicesfile import services_toml, write_atomically
 
@@ -180,9 +181,12 @@ async def until_live(
 
 
 @contextlib.asynccontextmanager
-async def running_daemon(config: Config) -> AsyncIterator[Daemon]:
-    """An lbsync daemon in this event loop, stopped (and checked for errors) on exit."""
-    daemon = Daemon(config)
+async def running_daemon(
+    config: Config, *, sources: Sequence[Source] | None = None
+) -> AsyncIterator[Daemon]:
+    """An lbsync daemon in this event loop (with the configuration's sources unless `sources`
+    are given), stopped (and checked for errors) on exit."""
+    daemon = Daemon(config, sources=sources)
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
     try:

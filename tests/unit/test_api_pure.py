@@ -16,11 +16,12 @@ from lbsync.cli.status import format_status, in_step
 from lbsync.config import ConfigError, parse_listen
 from lbsync.core.state import DesiredState, build
 from lbsync.daemon.api.encode import not_ready_reason, status_json
+from lbsync.daemon.gauges import state_exposition
 from lbsync.daemon.metrics import Metrics
 from lbsync.daemon.status import SourceStatus, Status
 from lbsync.model.catalog import merge
 from lbsync.model.contract import parse_values
-from lbsync.model.values import Snapshot
+from lbsync.model.values import RawKeys, Snapshot
 from lbsync.pipeline.decision import Plan
 from lbsync.pipeline.report import ApplyReport, Outcome
 
@@ -137,7 +138,7 @@ def test_a_rollout_record_shows_only_its_known_fields_each_checked_for_type() ->
         "updated": T0,
         "start_split": {"groups": {"blue": 100}},
     }
-    state = replace(shop_state(), raw=(("services/shop/rollout", json.dumps(record)),))
+    state = replace(shop_state(), raw=RawKeys.of([("services/shop/rollout", json.dumps(record))]))
     document = status_json(started().with_cycle(state, ()), now=T0 + 4)
     assert document["services"][0]["rollout"] == {
         "phase": "running",
@@ -152,7 +153,7 @@ def test_a_rollout_record_shows_only_its_known_fields_each_checked_for_type() ->
     }
     text = format_status(document, "u")
     assert "  rollout to green: running at 25.0%, steps 5/25/50, updated 4s ago\n" in text
-    broken = replace(shop_state(), raw=(("services/shop/rollout", "[1]"),))
+    broken = replace(shop_state(), raw=RawKeys.of([("services/shop/rollout", "[1]")]))
     (service,) = status_json(started().with_cycle(broken, ()), now=T0)["services"]
     assert service["rollout"] == {"error": "services/shop/rollout: not a JSON object"}
     assert (
@@ -168,7 +169,7 @@ def test_applies_are_counted_by_outcome_and_propagation_only_for_new_changes() -
     def cycle(outcome: Outcome, at: float) -> str:
         current[0] = current[0].with_cycle(shop_state(), (report(outcome, at),))
         metrics.observe_cycle(current[0])
-        return metrics.exposition().decode()
+        return (metrics.exposition() + state_exposition(current[0].state)).decode()
 
     def value(text: str, name: str, **labels: str) -> float | None:
         for family in text_string_to_metric_families(text):

@@ -216,7 +216,7 @@ def test_a_default_server_exists_even_without_any_host_routes() -> None:
 
 
 def test_kv_view_reads_keys_lists_children_and_tells_existence() -> None:
-    kv = KvView((("app/a", "1"), ("app/sub/b", "2"), ("apple", "3"), ("top", "4")))
+    kv = KvView({"app/a": "1", "app/sub/b": "2", "apple": "3", "top": "4"})
     assert kv.get("/app/a/") == "1"
     assert kv.get("app/none") is None
     assert kv.get("app/none", "fallback") == "fallback"
@@ -241,6 +241,36 @@ def test_a_template_syntax_error_names_the_file_and_line(tmp_path: Path) -> None
 def test_a_missing_template_is_a_render_error_naming_the_file(tmp_path: Path) -> None:
     with pytest.raises(RenderError, match=re.escape(str(tmp_path / "absent.j2"))):
         load_template(tmp_path / "absent.j2")
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "services[0].__class__.__mro__",
+        "services[0]._private",
+        "services[0].servers[0].__reduce__()",
+        "services[0].route.balance.__class__",
+        "http_rules[0].__init__.__globals__",
+    ],
+)
+def test_the_sandbox_still_refuses_private_names_of_the_context_values(
+    tmp_path: Path, expression: str
+) -> None:
+    """Attribute reads of lbsync's own values skip the sandbox's checks, names with `_` do not."""
+    template = load_template(template_file(tmp_path, f"{{{{ {expression} }}}}\n"))
+    state = state_of({**route("shop", "/", "shop.localhost"), **shop({"green": 10})})
+    with pytest.raises(RenderError):
+        render(state, template, {})
+
+
+def test_the_context_values_read_as_before(tmp_path: Path) -> None:
+    text = "{% for s in services %}{{ s.name }} {{ s.route.balance.value }} "
+    text += "{{ s.servers | map(attribute='weight') | join(',') }} {{ s.missing | default('-') }}"
+    text += "{% endfor %}\n"
+    template = load_template(template_file(tmp_path, text))
+    state = state_of(shop({"green": 10}))
+    weights = ",".join(str(server.weight) for server in state.services[0].servers)
+    assert render(state, template, {}) == f"shop roundrobin {weights} -"
 
 
 def test_an_undefined_variable_is_a_render_error_naming_the_template(tmp_path: Path) -> None:

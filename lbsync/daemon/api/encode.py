@@ -13,9 +13,10 @@ known fields, each checked for its type, since anyone can write that key.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
-from lbsync.core.state import DesiredState, ServerState, ServiceState
+from lbsync.core.state import ServerState, ServiceState
 from lbsync.core.weights import GroupShare
 from lbsync.daemon.status import SourceStatus, Status
 from lbsync.model.keys import rollout_key
@@ -51,6 +52,7 @@ def not_ready_reason(status: Status) -> str | None:
 def status_json(status: Status, *, now: float) -> JSON:
     """The whole status: sources, services, refusals, the last cycle and the latest events."""
     state = status.state
+    raw: Mapping[str, str] = state.raw if state is not None else {}
     return {
         "version": API_VERSION,
         "now": now,
@@ -60,7 +62,7 @@ def status_json(status: Status, *, now: float) -> JSON:
         "cycles": status.cycles,
         "health_mode": state.health_mode.value if state is not None else None,
         "sources": [source_json(source, now=now) for source in status.sources],
-        "services": [service_json(s, rollout_json(state, s.name)) for s in state.services]
+        "services": [service_json(s, rollout_json(raw, s.name)) for s in state.services]
         if state is not None
         else [],
         "rejected": [rejection_json(r) for r in state.rejected] if state is not None else [],
@@ -91,6 +93,20 @@ def source_json(source: SourceStatus, *, now: float) -> JSON:
 
 def service_json(service: ServiceState, rollout: JSON | None = None) -> JSON:
     """One service: route, split, groups (target next to achieved), servers, rollout."""
+    fields = _service_fields(service, rollout)
+    fields["servers"] = [server_json(server) for server in service.servers]
+    return fields
+
+
+def summary_json(service: ServiceState, rollout: JSON | None = None) -> JSON:
+    """One service without its servers, only their count: what a listing of every service
+    shows (the dashboard asks for the servers of the services on screen alone)."""
+    fields = _service_fields(service, rollout)
+    fields["instances"] = len(service.servers)
+    return fields
+
+
+def _service_fields(service: ServiceState, rollout: JSON | None) -> JSON:
     return {
         "name": service.name,
         "exposed": service.exposed,
@@ -100,16 +116,19 @@ def service_json(service: ServiceState, rollout: JSON | None = None) -> JSON:
         "unserved": service.unserved,
         "notes": list(service.notes),
         "groups": [group_json(group) for group in service.groups],
-        "servers": [server_json(server) for server in service.servers],
         "rollout": rollout,
     }
 
 
-def rollout_json(state: DesiredState, service: str) -> JSON | None:
-    """The service's rollout record, if any: its known fields (None where absent or of the
-    wrong type) and the numeric steps; `{"error": ...}` when it is not a JSON object."""
-    key = rollout_key(service)
-    text = next((v for k, v in state.raw if k == key), None)
+def rollout_json(raw: Mapping[str, str], service: str) -> JSON | None:
+    """The service's rollout record, if any (`raw`: the state's raw keys, a lookup in the
+    service's own part, never a scan): its known fields (None where absent or of the wrong
+    type) and the numeric steps; `{"error": ...}` when it is not a JSON object."""
+    return rollout_record(rollout_key(service), raw.get(rollout_key(service)))
+
+
+def rollout_record(key: str, text: str | None) -> JSON | None:
+    """A rollout record's text (None: there is none) as served."""
     if text is None:
         return None
     try:

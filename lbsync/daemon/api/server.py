@@ -3,8 +3,11 @@
 It never changes anything: every route is a GET (aiohttp answers HEAD with the same headers
 and any other method with 405), and every answer is computed from the one immutable `Status`
 the daemon swaps whole, read by reference at the start of the request, so a response never
-mixes two moments. It listens on loopback unless `[api] listen` says otherwise; port 0 picks a
-free port, published in `address` once bound (the tests rely on it). Who it answers is
+mixes two moments. The JSON and the services' metrics are not encoded per request: the daemon
+`publish`es each new status, `Publisher` encodes it once (off the event loop when it is large)
+and every request serves the last encoded one. It listens on loopback unless `[api] listen`
+says otherwise; port 0 picks a free port, published in `address` once bound (the tests rely
+on it). Who it answers is
 `guard.py`'s: a bearer token, or on loopback without one only requests for a loopback host.
 """
 
@@ -20,8 +23,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from lbsync.config import ConfigError, is_loopback, parse_listen
-from lbsync.daemon.api import encode
+from lbsync.daemon.api import document, encode
 from lbsync.daemon.api.guard import guard
+from lbsync.daemon.api.publisher import Publisher
 from lbsync.daemon.metrics import Metrics
 from lbsync.daemon.status import MAX_EVENTS, Status
 
@@ -59,6 +63,7 @@ class StatusApi:
         self._loopback_only = token is None and on_loopback
         self.open = token is None and not on_loopback  # `[api] open`, warned about at start
         self.metrics = Metrics(status)
+        self.publisher = Publisher(status())
         self.address: tuple[str, int] | None = None
         self.listening = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -74,6 +79,11 @@ class StatusApi:
         host, port = self.address
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
+    def publish(self, status: Status) -> None:
+        """Take a new status to serve (the daemon calls this on every change)."""
+        if self.listen is not None:
+            self.publisher.offer(status)
+
     def observe(self, status: Status) -> None:
         """Count one finished cycle (applies, durations, propagation)."""
         self.metrics.observe_cycle(status)
@@ -88,6 +98,7 @@ class StatusApi:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/status", self._status_json)
+        app.router.add_get("/v1/summary", self._summary_json)
         app.router.add_get("/v1/services/{name}", self._service)
         app.router.add_get("/v1/events", self._events)
         return app
@@ -124,7 +135,7 @@ class StatusApi:
         """Answer requests until cancelled (the daemon's task group cancels it on stop)."""
         await self.start()
         try:
-            await asyncio.Event().wait()
+            await self.publisher.run()
         finally:
             await self.stop()
 
@@ -152,27 +163,34 @@ class StatusApi:
         return web.Response(status=503, text=f"not ready: {reason}\n")
 
     async def _metrics(self, _: web.Request) -> web.StreamResponse:
+        services = self.publisher.current.state.metrics
         return web.Response(
-            body=self.metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+            body=b"".join((self.metrics.exposition(), *services)),
+            headers={"Content-Type": METRICS_CONTENT_TYPE},
         )
 
     async def _status_json(self, _: web.Request) -> web.StreamResponse:
-        return web.json_response(encode.status_json(self._status(), now=time.time()))
+        return _json(document.status_body(self.publisher.current, now=time.time()))
+
+    async def _summary_json(self, _: web.Request) -> web.StreamResponse:
+        return _json(document.summary_body(self.publisher.current, now=time.time()))
 
     async def _service(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        state = self._status().state
-        service = state.service(name) if state is not None else None
-        if service is None:
+        body = document.service_body(self.publisher.current, name)
+        if body is None:
             return web.json_response({"error": f"no service named {name!r}"}, status=404)
-        rollout = encode.rollout_json(state, name) if state is not None else None
-        return web.json_response(encode.service_json(service, rollout))
+        return _json(body)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         limit = event_limit(request.query.get("limit", str(DEFAULT_EVENTS)))
         if limit is None:
             return web.json_response({"error": "limit: expected a whole number"}, status=400)
         return web.json_response({"events": encode.events_json(self._status(), limit)})
+
+
+def _json(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 @web.middleware

@@ -24,6 +24,7 @@ from lbsync.kv.etcd.messages import (
 )
 from lbsync.kv.etcd.transport import Transport
 from lbsync.kv.etcd.watch import EtcdWatch
+from lbsync.kv.requests import RequestCounts
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class EtcdClient:
         tls: TlsFiles = NO_TLS_FILES,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         max_connections: int = 64,
+        requests: RequestCounts | None = None,
     ) -> None:
         """ValueError names an endpoint or TLS file that cannot be used (`TlsError` for TLS)."""
         self._transport = Transport(
@@ -54,10 +56,13 @@ class EtcdClient:
             ssl_context=tls.context(),
             request_timeout=request_timeout,
             max_connections=max_connections,
+            requests=requests,
         )
 
     @classmethod
-    def from_config(cls, config: EtcdSourceConfig) -> EtcdClient:
+    def from_config(
+        cls, config: EtcdSourceConfig, *, requests: RequestCounts | None = None
+    ) -> EtcdClient:
         """The client a `[source.etcd]` table describes (the source, `register` and the
         traffic commands all use this one)."""
         return cls(
@@ -66,6 +71,7 @@ class EtcdClient:
             password=config.password,
             tls=config.tls,
             request_timeout=config.request_timeout,
+            requests=requests,
         )
 
     async def __aenter__(self) -> EtcdClient:

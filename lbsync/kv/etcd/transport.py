@@ -35,6 +35,7 @@ from lbsync.kv.etcd.errors import (
     TokenExpired,
 )
 from lbsync.kv.etcd.messages import to_int
+from lbsync.kv.requests import RequestCounts
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,15 @@ def first_json(payload: bytes, where: str) -> dict[str, Any]:
     return value
 
 
+def request_kind(path: str) -> str:
+    """The kind a request is counted as: `/v3/kv/range` is `range`, `/v3/lease/grant` is
+    `lease-grant`, `/v3/watch` is `watch`."""
+    parts = path.strip("/").split("/")[1:]  # without the version
+    if parts[:1] == ["kv"]:
+        parts = parts[1:]
+    return "-".join(parts) or path
+
+
 def describe(error: BaseException) -> str:
     """An exception as one readable phrase (aiohttp's timeouts have an empty message)."""
     return str(error) or type(error).__name__
@@ -121,6 +131,7 @@ class Transport:
         ssl_context: ssl.SSLContext | None,
         request_timeout: float,
         max_connections: int,
+        requests: RequestCounts | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("etcd: at least one endpoint is required")
@@ -132,6 +143,7 @@ class Transport:
         self._password = password
         self._ssl_context = ssl_context
         self._max_connections = max_connections
+        self.requests = requests if requests is not None else RequestCounts()
         self._current = 0
         self._token: str | None = None  # "" once etcd said auth is not enabled
         self._login_lock = asyncio.Lock()
@@ -246,6 +258,7 @@ class Transport:
         failures = _Failures(path)
         for index in self.rotation():
             url = self.endpoints[index] + path
+            self.requests.count(request_kind(path))
             try:
                 async with self.session.post(url, json=body, headers=headers) as response:
                     status, payload = response.status, await response.read()
@@ -284,6 +297,7 @@ class Transport:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.request_timeout)
         for index in self.rotation():
             url = self.endpoints[index] + path
+            self.requests.count(request_kind(path))
             try:
                 async with asyncio.timeout(self.request_timeout):
                     response = await self.session.post(

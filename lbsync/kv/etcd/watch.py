@@ -104,6 +104,17 @@ class EtcdWatch:
             self.resume_revision = max(self.resume_revision, response.revision + 1)
         return response
 
+    async def buffered(self) -> WatchResponse | None:
+        """The next response if it has already arrived (whole, in what was received), else
+        None; never waits. A reader coalesces what piled up while it was busy."""
+        if self._closed or self._response is None:
+            return None
+        if self._buffer.find(b"\n", self._scanned) < 0:
+            self._buffer += self._response.content.read_nowait()
+            if self._buffer.find(b"\n", self._scanned) < 0:
+                return None
+        return await self.__anext__()
+
     def close(self) -> None:
         """Drop the stream's connection; iterating afterwards ends the iteration."""
         self._closed = True

@@ -28,7 +28,13 @@ from typing import Any, Final
 
 from lbsync.model import checks
 from lbsync.model.checks import ContractError
-from lbsync.model.contract import decode_raw, parse_instance, parse_raw, parse_route
+from lbsync.model.contract import (
+    ParseCache,
+    decode_raw,
+    parse_instance,
+    parse_raw,
+    parse_route,
+)
 from lbsync.model.keys import instance_key, route_key
 from lbsync.model.text import shown
 from lbsync.model.values import Entry, Health, Instance, Rejection, Route, Snapshot
@@ -63,13 +69,17 @@ class ServiceView:
 
     entries: tuple[tuple[str, Instance], ...] = ()
     rejected: Refusals = ()
+    nodes: frozenset[str] = frozenset()  # where its instances run: a node check moving reads it
 
 
-def kv_view(items: Iterable[tuple[str, bytes | None]], *, prefix: str) -> KVView:
+def kv_view(
+    items: Iterable[tuple[str, bytes | None]], *, prefix: str, cache: ParseCache | None = None
+) -> KVView:
     """Map a recursive KV read (absolute key, value) to raw texts and contract entries.
 
     Folder markers (keys ending in `/` with no value) are skipped; a key or value that is not
-    text is refused by name (`decode_raw`).
+    text is refused by name (`decode_raw`). With a `cache`, only keys whose text changed since
+    the cache's last parse are parsed again (the result is the same).
     """
 
     def describe(relative: str) -> str:
@@ -81,7 +91,10 @@ def kv_view(items: Iterable[tuple[str, bytes | None]], *, prefix: str) -> KVView
         if key.startswith(prefix) and key[len(prefix) :] and not (key.endswith("/") and not value)
     ]
     raw, refused = decode_raw(relative_items, describe=describe)
-    entries, rejected = parse_raw(raw, describe=describe)
+    if cache is None:
+        entries, rejected = parse_raw(raw, describe=describe)
+    else:
+        entries, rejected = cache.parse(raw, describe=describe)
     return KVView(
         raw=tuple(sorted(raw.items())),
         entries=entries,
@@ -197,6 +210,7 @@ def service_view(service: str, nodes: Sequence[Mapping[str, Any]]) -> ServiceVie
     return ServiceView(
         entries=tuple(sorted(entries.items())),
         rejected=tuple(sorted(rejected, key=lambda pair: pair[0])),
+        nodes=frozenset(str(_table(_table(item).get("Node")).get("Node") or "") for item in nodes),
     )
 
 

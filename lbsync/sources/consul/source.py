@@ -1,14 +1,22 @@
 """The Consul source: KV contract under a prefix, plus catalog instances and their health.
 
-Watchers, each a blocking-query loop (see `watch`), report into one place; every change is
-composed into a whole snapshot (see `mapping.compose`) and yielded when it differs:
+Three blocking queries (see `watch`) and one reader report into one place; every batch of
+changes is composed into a whole snapshot (see `mapping.compose`) and yielded when it differs:
 
 - `token`: once at start, `/v1/acl/token/self`; a configured token that Consul does not know
   is reported at once, before any read could look like "everything was deleted";
-- `kv`: recursive read of the prefix;
-- `catalog`: `/v1/catalog/services`, for the `lbsync.route=` tags and which services exist;
-- one `/v1/health/service/<svc>` per exposed service present in the catalog, started and
-  stopped as that set changes, so open blocking queries grow with exposed services only.
+- `kv`: recursive read of the prefix (blocking, stale); only the keys whose text changed are
+  parsed again (`ParseCache`);
+- `catalog`: `/v1/catalog/services` (blocking, stale), for the `lbsync.route=` tags, which
+  services exist, and its index (a re-registration the health state cannot show moves it);
+- `health`: `/v1/health/state/any` (blocking, stale): every check, to see which services moved;
+- `reader`: `/v1/health/service/<svc>` (not blocking, not stale) for the exposed services
+  that moved (`changes.py` says which), one at a time; and every exposed service at the start,
+  after a fault, when an index goes backwards, on a catalog move nothing explains, and every
+  `resync` seconds.
+
+So the source holds at most four connections to its agent (`kv.consul.SOURCE_POOL`), however
+many services it exposes, and a change costs reads of the services it touched.
 
 The ACL trap: with a default-deny ACL and a missing or unknown token, Consul answers 403, or
 404 for a recursive KV read and `{}` for the catalog, which looks like everything was deleted.
@@ -32,12 +40,12 @@ from typing import Final
 
 from lbsync.common.backoff import Backoff
 from lbsync.config import ConsulSourceConfig
-from lbsync.kv.consul import Agents, Settings
+from lbsync.kv.consul import SOURCE_POOL, Agents, Settings
+from lbsync.kv.requests import RequestCounts
 from lbsync.model.values import Snapshot
 from lbsync.sources.consul.run import Watchers
 
-DEFAULT_MAX_SERVICES: Final = 512
-POOL_SPARE: Final = 4  # KV, catalog, and the short ACL reads beside them
+RESYNC: Final = 300.0
 RETRY: Final = Backoff(first=0.1, cap=30.0)
 
 
@@ -49,17 +57,18 @@ class ConsulSource:
         config: ConsulSourceConfig,
         *,
         retry: Backoff = RETRY,
-        max_services: int = DEFAULT_MAX_SERVICES,
+        resync: float = RESYNC,
     ) -> None:
-        """`max_services` bounds the health watches, hence the connection pool's size.
-        ValueError (`TlsError` for TLS) names an address or TLS file that cannot be used."""
-        if max_services < 1:
-            raise ValueError("source.consul: max_services must be at least 1")
+        """`resync`: seconds between full reads of every exposed service. ValueError
+        (`TlsError` for TLS) names an address or TLS file that cannot be used."""
+        if resync <= 0:
+            raise ValueError("source.consul: resync must be positive")
         self.config = config
         self.prefix = config.prefix
-        self.max_services = max_services
+        self.resync = resync
+        self.requests = RequestCounts()  # every request to Consul, by kind, for the metrics
         self._retry = retry
-        self._settings = Settings.from_config(config, pool=max_services + POOL_SPARE)
+        self._settings = Settings.from_config(config, pool=SOURCE_POOL)
         self._watchers: Watchers | None = None
 
     @property
@@ -69,18 +78,14 @@ class ConsulSource:
 
     @property
     def watched(self) -> frozenset[str]:
-        """Services with an open health watch right now (for status, and to test the bound)."""
+        """The exposed services followed right now."""
         return self._watchers.watched if self._watchers else frozenset()
 
     async def snapshots(self) -> AsyncIterator[Snapshot]:
         """Whole snapshots, the first once everything was read (or a fault), then per change."""
-        async with Agents(self._settings) as agents:
+        async with Agents(self._settings, requests=self.requests) as agents:
             watchers = Watchers(
-                agents,
-                name=self.name,
-                prefix=self.prefix,
-                max_services=self.max_services,
-                retry=self._retry,
+                agents, name=self.name, prefix=self.prefix, retry=self._retry, resync=self.resync
             )
             self._watchers = watchers
             try:
