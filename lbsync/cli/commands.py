@@ -19,9 +19,15 @@ from lbsync.pipeline.reconcile import TargetRunner
 from lbsync.pipeline.render import RenderError
 from lbsync.sources.follow import read_catalog
 
+# How long a thread holds the interpreter before another may take it (Python's default: 5 ms).
+# The daemon renders whole files and encodes the status in worker threads; at 1 ms the event
+# loop (sources, the fast lane, the API) waits at most that long for its turn.
+SWITCH_INTERVAL = 0.001
+
 
 async def run(config: Config) -> int:
     """`lbsync run`: the daemon, until SIGTERM or SIGINT."""
+    sys.setswitchinterval(SWITCH_INTERVAL)
     await Daemon(config).run(stop_on_signals())
     return EXIT_OK
 

@@ -16,6 +16,7 @@ from lbsync.config import Config
 from lbsync.core.state import BuildCache, DesiredState, build
 from lbsync.daemon.api import StatusApi
 from lbsync.daemon.applylog import log_report
+from lbsync.daemon.collector import Collector
 from lbsync.daemon.status import SourceStatus, Status
 from lbsync.model.catalog import MergeCache
 from lbsync.model.values import Catalog, Snapshot
@@ -33,6 +34,10 @@ log = logging.getLogger("lbsync")
 
 # After a failure the same input is tried again after 1 s, then 2, 4 ... up to 30 s.
 RETRY = Backoff(first=1.0, cap=30.0, jitter=0.0)
+# The whole render that only confirms what the fast lane applied waits until the fast lane has
+# been quiet this long (at most `max_wait`): its render, in a worker thread, would otherwise
+# compete with the next changes for the interpreter.
+CONFIRM_QUIET = 0.1
 
 
 class _Stopped(Exception):
@@ -58,6 +63,9 @@ class Daemon:
         self._queue: asyncio.Queue[tuple[int, Catalog]] = asyncio.Queue()
         self._fast_wanted = asyncio.Event()
         self._fast_generation = 0  # of the last change the fast lane applied
+        self._fast_at = 0.0  # when (event loop time)
+        self._fast_applied = asyncio.Event()
+        self._collector = Collector()
         self._changed = asyncio.Condition()
         self._retry: asyncio.TimerHandle | None = None
         self._failures = 0
@@ -103,6 +111,7 @@ class Daemon:
                 self._retry.cancel()
             await self.api.stop()
             for runner in self.runners:
+                await runner.flush()  # the fast lane's last file
                 runner.close()  # its kept runtime API connection
 
     async def wait_for(self, predicate: Callable[[Status], bool], timeout: float) -> Status:
@@ -164,11 +173,16 @@ class Daemon:
         catalogs = quiesce(
             self._catalogs(), min_wait=self.config.min_wait, max_wait=self.config.max_wait
         )
-        async for generation, catalog in catalogs:
+        async for queued, latest in catalogs:
+            generation, catalog = queued, latest
+            if generation <= self._fast_generation:
+                generation, catalog = await self._fast_lane_quiet()
             state, reports = await self.cycle(catalog, generation)
-            confirmed = all(report.outcome is Outcome.UNCHANGED for report in reports)
-            if not (confirmed and generation <= self._fast_generation):
-                # (the whole render that confirms what the fast lane applied is no news)
+            self._collector.after_whole_cycle()  # `collector.py`
+            unchanged = all(report.outcome is Outcome.UNCHANGED for report in reports)
+            superseded = all(report.plan is None for report in reports)
+            if not (unchanged and (superseded or generation <= self._fast_generation)):
+                # (a whole render that confirms what the fast lane applied is no news)
                 await self._publish(self.status.with_cycle(state, reports))
                 self.api.observe(self.status)
             self._after_cycle(catalog, reports)
@@ -190,9 +204,28 @@ class Daemon:
                     reports[report.target] = report
             if reports:
                 self._fast_generation = generation
+                self._fast_at = asyncio.get_running_loop().time()
+                self._fast_applied.set()
                 kept = tuple(reports.pop(r.target, r) for r in self.status.targets)
                 await self._publish(self.status.with_cycle(state, kept + tuple(reports.values())))
                 self.api.observe(self.status)
+
+    async def _fast_lane_quiet(self) -> tuple[int, Catalog]:
+        """Wait until the fast lane has been quiet for `CONFIRM_QUIET` (at most `max_wait`);
+        the latest catalog then."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(self.config.max_wait, CONFIRM_QUIET)
+        quiet_from = self._fast_at + CONFIRM_QUIET
+        while (wait := min(quiet_from, deadline) - loop.time()) > 0:
+            self._fast_applied.clear()
+            try:
+                async with asyncio.timeout(wait):
+                    await self._fast_applied.wait()
+            except TimeoutError:
+                break
+            quiet_from = self._fast_at + CONFIRM_QUIET
+        assert self._latest is not None
+        return self._latest
 
     async def cycle(
         self, catalog: Catalog, generation: int = 0

@@ -137,6 +137,29 @@ class TargetRunner:
         self._lock = asyncio.Lock()
         self._compiled: Compiled | None = None
         self._alone: dict[str, tuple[ServiceState, DesiredState, bytes]] = {}
+        # the fast lane's file, written after its runtime commands went out (`write_later`)
+        self._unwritten: bytes | None = None
+        self._writing: asyncio.Task[None] | None = None
+
+    def write_later(self, content: bytes) -> None:
+        """Write the fast lane's file off its critical path, the latest one only: its fsync
+        (tens of milliseconds for a large file) must not hold the next change back."""
+        self._unwritten = content
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write_pending())
+
+    async def _write_pending(self) -> None:
+        while (content := self._unwritten) is not None:
+            self._unwritten = None
+            previous = await asyncio.to_thread(fsio.read_or_none, self.config.dest)
+            failure = await asyncio.to_thread(self._written, content, previous)
+            if failure is not None:  # the next whole cycle finds the file behind and writes it
+                log.warning("%s: %s", self.config.name, failure.error)
+
+    async def flush(self) -> None:
+        """Wait until the fast lane's last file is written (or failed to be)."""
+        while self._writing is not None and not self._writing.done():
+            await asyncio.shield(self._writing)
 
     def close(self) -> None:
         """Drop the kept runtime API connection (at shutdown)."""
@@ -181,6 +204,7 @@ class TargetRunner:
         cycle.digest = prepared.digest
         cycle.lap("render", cycle.started)
         async with self._lock:
+            await self.flush()  # the decision reads the file on disk
             if generation < self.generation:
                 return cycle.report(
                     Outcome.UNCHANGED, None, detail="superseded by a newer change already applied"
@@ -284,23 +308,27 @@ class TargetRunner:
         report, fallback, proxy = await self._runtime(
             prepared, decision=decision, proxy=self.proxy, cycle=cycle
         )
+        if report is not None:
+            self.write_later(prepared.rendered)
+            return report, proxy
+        # not confirmed: the file first, then a reload of it
+        await self.flush()
         mark = cycle.now()
         failure = await asyncio.to_thread(self._written, prepared.rendered, running.content)
         cycle.lap("write", mark)
         if failure is not None:
-            # what runs is known (`proxy`); the file differs from it, and the next cycle writes
-            # it again (or, for a runtime apply not confirmed, reloads once it is written)
-            return cycle.report(failure.outcome, decision.plan, error=failure.error), proxy
-        if report is None:
-            return await self._reload(
-                prepared,
-                on_disk=running.content,
-                decision=decision,
-                proxy=proxy,
-                cycle=cycle,
-                fallback=fallback,
+            # the file differs from what runs; the next cycle writes it again and reloads
+            return cycle.report(failure.outcome, decision.plan, error=failure.error), Proxy(
+                None, proxy.lingering
             )
-        return report, proxy
+        return await self._reload(
+            prepared,
+            on_disk=running.content,
+            decision=decision,
+            proxy=proxy,
+            cycle=cycle,
+            fallback=fallback,
+        )
 
     async def _patch_servers(
         self, prepared: Prepared, *, decision: Decision, running: Running, cycle: _Cycle
@@ -318,6 +346,7 @@ class TargetRunner:
                 None, self.proxy.lingering
             )
         check = replace(decision, validate=True)
+        await self.flush()  # an older weights file must not land after this one
         failure = await self._validate_and_write(
             prepared.rendered, running.content, decision=check, cycle=cycle
         )

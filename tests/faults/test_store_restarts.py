@@ -20,7 +20,7 @@ from support.consul import ConsulAgent
 from support.etcd import PROGRESS_EVERY_SECOND, EtcdServer
 from support.processes import Backends, HAProxy
 from support.servicesfile import instance
-from support.site import Site, is_live, running_daemon
+from support.site import Site, is_live, running_daemon, until_status
 
 from lbsync.daemon.daemon import Daemon
 from lbsync.daemon.status import Status
@@ -195,7 +195,7 @@ async def test_a_store_restarted_ten_times_loses_no_update_and_haproxy_serves_th
                     return in_state and is_live(status, site.dest)
 
                 try:
-                    status = await daemon.wait_for(caught_up, WAIT)
+                    status = await until_status(daemon, caught_up, WAIT)
                 except TimeoutError:
                     status = daemon.status  # counted below: what never arrived is lost
                 lost = sum(applied(status, key) != text for key, text in held.items())

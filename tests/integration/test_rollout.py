@@ -26,7 +26,7 @@ from support.etcd import EtcdServer
 from support.processes import Backends, HAProxy
 from support.realtime import RealTime, StatsThere, StoreThere, real_time
 from support.servicesfile import services_toml
-from support.site import Site, is_live
+from support.site import Site, is_live, until_status
 from support.traffic import shares, tally
 from support.waiting import async_wait_until
 
@@ -173,7 +173,7 @@ async def live_with_share(shop: Shop, daemon: Daemon, group: str, share: float) 
         groups = dict(service.split.groups) if service and service.split else {}
         return groups.get(group) == share and is_live(status, shop.site.dest)
 
-    await shop.there.call(daemon.wait_for(done, WAIT))
+    await shop.there.call(until_status(daemon, done, WAIT))
 
 
 def paused(before: float) -> Callable[[dict[str, Any]], bool]:

@@ -54,7 +54,10 @@ class Running:
     async def change(self, services: dict[str, dict[str, Any]]) -> ApplyReport:
         """Write the services file and return the report of the first cycle that did
         something (the fast lane's, when it took the change; the whole cycle then follows)."""
-        return await first_report(self.daemon, lambda: self.site.write_services(services))
+        report = await first_report(self.daemon, lambda: self.site.write_services(services))
+        for runner in self.daemon.runners:
+            await runner.flush()  # the fast lane writes its file after the runtime commands
+        return report
 
     def file_weights(self) -> dict[str, int]:
         text = self.site.dest.read_text()

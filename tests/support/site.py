@@ -20,6 +20,7 @@ from lbsync.pipeline.report import Outcome
 from lbsync.sources import Source
 from support.commandline import Finished, run_main_blocking, run_main_elsewhere
 from support.servicesfile import services_toml, write_atomically
+from support.waiting import async_wait_until
 
 
 @dataclass
@@ -164,20 +165,40 @@ def is_live(status: Status, dest: Path) -> bool:
     return status.targets[0].digest == on_disk
 
 
+async def until_status(
+    daemon: Daemon, predicate: Callable[[Status], bool], timeout: float
+) -> Status:
+    """Poll the daemon's status until `predicate` holds (TimeoutError otherwise): for
+    predicates that also read the file on disk, which the fast lane writes after it publishes
+    its report, so that no status change follows the write."""
+
+    async def holds() -> bool:
+        return predicate(daemon.status)
+
+    try:
+        await async_wait_until(holds, timeout, "the daemon's status")
+    except AssertionError as error:
+        raise TimeoutError(str(error)) from error
+    return daemon.status
+
+
 async def until_live(
     daemon: Daemon, dest: Path, condition: Callable[[str], bool], timeout: float = 10
 ) -> Status:
-    """Wait until the file on disk satisfies `condition` and the proxy runs it."""
+    """Wait until the file on disk satisfies `condition` and the proxy runs it (polled: the
+    fast lane writes the file after its report is published)."""
 
-    def done(status: Status) -> bool:
+    async def done() -> bool:
+        status = daemon.status
         return dest.exists() and condition(dest.read_text()) and is_live(status, dest)
 
     try:
-        return await daemon.wait_for(done, timeout)
-    except TimeoutError:
+        await async_wait_until(done, timeout, f"{dest} to become live as expected")
+    except AssertionError:
         raise AssertionError(
             f"{dest} never became live as expected: {daemon.status.targets}"
         ) from None
+    return daemon.status
 
 
 @contextlib.asynccontextmanager
