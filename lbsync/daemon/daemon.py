@@ -65,6 +65,10 @@ class Daemon:
         self._fast_generation = 0  # of the last change the fast lane applied
         self._fast_at = 0.0  # when (event loop time)
         self._fast_applied = asyncio.Event()
+        self._fast_seen = asyncio.Condition()  # notified when the fast lane looked at a change
+        self._fast_looked = 0  # the generation it last looked at, whether it took it or not
+        # the fast lane runs where a target has a runtime API (`_fast_lane`)
+        self._fast_running = config.fast_lane and any(r.runtime is not None for r in self.runners)
         self._collector = Collector()
         self._changed = asyncio.Condition()
         self._retry: asyncio.TimerHandle | None = None
@@ -99,7 +103,7 @@ class Daemon:
                     group.create_task(follow(source, self._accept))
                 group.create_task(self._watch_templates())
                 group.create_task(self._pipeline())
-                if self.config.fast_lane and any(r.runtime is not None for r in self.runners):
+                if self._fast_running:
                     group.create_task(self._fast_lane())
                 if self.api.listen is not None:
                     group.create_task(self.api.serve())
@@ -175,6 +179,8 @@ class Daemon:
         )
         async for queued, latest in catalogs:
             generation, catalog = queued, latest
+            if self._fast_running:  # the fast lane goes first: no whole render of its changes
+                await self._fast_lane_looked_at(generation)
             if generation <= self._fast_generation:
                 generation, catalog = await self._fast_lane_quiet()
             state, reports = await self.cycle(catalog, generation)
@@ -195,20 +201,34 @@ class Daemon:
             self._fast_wanted.clear()
             assert self._latest is not None
             generation, catalog = self._latest
-            state = build(catalog, self.config.health_mode, self._builds)
-            reports = {}
-            for runner in self.runners:
-                report = await runner.apply_fast(state, generation)
-                if report is not None:
-                    log_report(report)
-                    reports[report.target] = report
-            if reports:
-                self._fast_generation = generation
-                self._fast_at = asyncio.get_running_loop().time()
-                self._fast_applied.set()
-                kept = tuple(reports.pop(r.target, r) for r in self.status.targets)
-                await self._publish(self.status.with_cycle(state, kept + tuple(reports.values())))
-                self.api.observe(self.status)
+            try:
+                await self._fast_apply(generation, catalog)
+            finally:
+                async with self._fast_seen:
+                    self._fast_looked = generation
+                    self._fast_seen.notify_all()
+
+    async def _fast_apply(self, generation: int, catalog: Catalog) -> None:
+        """One change through the fast lane of every target that takes it."""
+        state = build(catalog, self.config.health_mode, self._builds)
+        reports = {}
+        for runner in self.runners:
+            report = await runner.apply_fast(state, generation)
+            if report is not None:
+                log_report(report)
+                reports[report.target] = report
+        if reports:
+            self._fast_generation = generation
+            self._fast_at = asyncio.get_running_loop().time()
+            self._fast_applied.set()
+            kept = tuple(reports.pop(r.target, r) for r in self.status.targets)
+            await self._publish(self.status.with_cycle(state, kept + tuple(reports.values())))
+            self.api.observe(self.status)
+
+    async def _fast_lane_looked_at(self, generation: int) -> None:
+        """Wait until the fast lane looked at this change (or a newer one)."""
+        async with self._fast_seen:
+            await self._fast_seen.wait_for(lambda: self._fast_looked >= generation)
 
     async def _fast_lane_quiet(self) -> tuple[int, Catalog]:
         """Wait until the fast lane has been quiet for `CONFIRM_QUIET` (at most `max_wait`);

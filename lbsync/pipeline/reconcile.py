@@ -209,8 +209,9 @@ class TargetRunner:
             return cycle.report(Outcome.RENDER_FAILED, None, error=str(error))
         cycle.digest = prepared.digest
         cycle.lap("render", cycle.started)
+        await self.flush()  # the decision reads the file on disk (not under the lock: the
+        # fast lane goes on meanwhile, and whatever it applies then supersedes this state)
         async with self._lock:
-            await self.flush()  # the decision reads the file on disk
             if generation < self.generation:
                 return cycle.report(
                     Outcome.UNCHANGED, None, detail="superseded by a newer change already applied"
