@@ -42,13 +42,9 @@ from lbsync.pipeline.reload import (
 from lbsync.pipeline.render import RenderError, render
 from lbsync.pipeline.report import ApplyReport, Outcome
 from lbsync.pipeline.templates import Compiled, compiled
+from lbsync.pipeline.writer import LatestWriter
 
 log = logging.getLogger("lbsync")
-
-# How long the fast lane's writer lets changes pile up before writing the latest file: at
-# 10,000 servers one write is 780 KB with an fsync, and a burst writing one per change kept the
-# disk busy enough to slow a local etcd's own writes tenfold.
-FAST_WRITE_DELAY = 0.05
 
 
 @dataclass(frozen=True)
@@ -142,30 +138,12 @@ class TargetRunner:
         self._lock = asyncio.Lock()
         self._compiled: Compiled | None = None
         self._alone: dict[str, tuple[ServiceState, DesiredState, bytes]] = {}
-        # the fast lane's file, written after its runtime commands went out (`write_later`)
-        self._unwritten: bytes | None = None
-        self._writing: asyncio.Task[None] | None = None
-
-    def write_later(self, content: bytes) -> None:
-        """Write the fast lane's file off its critical path, the latest one only: its fsync
-        (tens of milliseconds for a large file) must not hold the next change back."""
-        self._unwritten = content
-        if self._writing is None or self._writing.done():
-            self._writing = asyncio.create_task(self._write_pending())
-
-    async def _write_pending(self) -> None:
-        await asyncio.sleep(FAST_WRITE_DELAY)  # a burst of changes: one file, not one a change
-        while (content := self._unwritten) is not None:
-            self._unwritten = None
-            previous = await asyncio.to_thread(fsio.read_or_none, self.config.dest)
-            failure = await asyncio.to_thread(self._written, content, previous)
-            if failure is not None:  # the next whole cycle finds the file behind and writes it
-                log.warning("%s: %s", self.config.name, failure.error)
+        # the fast lane's file, written after its runtime commands went out (`writer.py`)
+        self._writer = LatestWriter(self._write_over_disk)
 
     async def flush(self) -> None:
         """Wait until the fast lane's last file is written (or failed to be)."""
-        while self._writing is not None and not self._writing.done():
-            await asyncio.shield(self._writing)
+        await self._writer.flush()
 
     def close(self) -> None:
         """Drop the kept runtime API connection (at shutdown)."""
@@ -249,9 +227,10 @@ class TargetRunner:
             if template is not self._basis_template:
                 return None  # a new template: the whole render decides
             cycle = _Cycle(self.config.name)
-            blocks = (
-                running.blocks if running.blocks is not None else server_blocks(running.content)
-            )
+            blocks = running.blocks
+            if blocks is None:  # scanned once, then kept with what runs
+                blocks = server_blocks(running.content)
+                self.proxy = replace(proxy, running=replace(running, blocks=blocks))
             try:
                 patch = fastlane.plan(
                     basis=basis,
@@ -316,7 +295,7 @@ class TargetRunner:
             prepared, decision=decision, proxy=self.proxy, cycle=cycle
         )
         if report is not None:
-            self.write_later(prepared.rendered)
+            self._writer.later(prepared.rendered)
             return report, proxy
         # not confirmed: the file first, then a reload of it
         await self.flush()
@@ -553,6 +532,11 @@ class TargetRunner:
         if await self._validate_and_write(prepared.rendered, None, decision=check, cycle=cycle):
             return proxy  # refused: every change then takes the validator, as before
         return replace(proxy, running=replace(running, validated=True))
+
+    def _write_over_disk(self, content: bytes) -> str | None:
+        """Replace what is on disk now (blocking: the writer runs it in a thread)."""
+        failure = self._written(content, fsio.read_or_none(self.config.dest))
+        return f"{self.config.name}: {failure.error}" if failure is not None else None
 
     def _written(self, content: bytes, on_disk: bytes | None) -> Failure | None:
         """Stage and commit a file that needs no validation (blocking: run in a thread)."""
