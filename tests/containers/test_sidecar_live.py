@@ -81,6 +81,7 @@ def test_the_sidecar_applies_weights_live_and_reloads_three_ways_without_a_faile
     )
     assert podman.health(sidecar.lbsync_name) == "healthy"
     wait_until(lambda: sidecar.weights().get("green-1", 0) > 0, 30, "HAProxy running lbsync's file")
+    wait_until(sidecar.in_step, 30, "lbsync knowing what HAProxy runs")
 
     load_clients = load.start(sidecar.proxy_port, HOST, keepalive=8, fresh=0, limit=600)
     traffic = wrk.start(

@@ -183,11 +183,24 @@ class Sidecar:
 
     def last_reload(self) -> str:
         """What lbsync's status API says of the target's last cycle: how it was applied."""
+        detail: str = self._target()["detail"]
+        return detail
+
+    def in_step(self) -> bool:
+        """Whether lbsync's last cycle left the target running its file (not pending, say a
+        first reload retried until HAProxy's master socket was there)."""
+        try:
+            outcome = self._target()["outcome"]
+        except (OSError, LookupError, ValueError):
+            return False
+        return outcome in ("applied", "unchanged")
+
+    def _target(self) -> dict[str, Any]:
         url = f"http://127.0.0.1:{self.api_port}/v1/status"
         with urllib.request.urlopen(url, timeout=5) as answer:
             document: dict[str, Any] = json.load(answer)
-        detail: str = document["targets"][0]["detail"]
-        return detail
+        target: dict[str, Any] = document["targets"][0]
+        return target
 
     def weights(self) -> dict[str, int]:
         """The shop backend's servers' current weights, from HAProxy's runtime state."""
