@@ -16,6 +16,7 @@ import pytest
 from support.podman import LBSYNC_IMAGE, Builds, EngineService, Podman
 from support.processes import Backends
 from support.sidecar import Sidecar, timed_until
+from support.waiting import wait_until
 
 from lbsync.config import ReloadConfig, ReloadMethod
 from lbsync.pipeline.reload import ReloadFailed, ReloadUnavailable, reload
@@ -89,6 +90,8 @@ def test_a_file_the_proxy_refuses_is_a_failed_reload_and_the_old_worker_serves(
     sidecar.write_config('{ method = "none" }')
     sidecar.start_lbsync()
     sidecar.start_haproxy()
+    # settled first: a cycle still to come would find the tampered file and put the good back
+    wait_until(sidecar.in_step, 30, "lbsync knowing what HAProxy runs")
     good = (sidecar.conf / "haproxy.cfg").read_text()
     assert answer(sidecar.proxy_port, "shop.example")[0] == 200
     # what no lbsync would write (it validates first), written behind its back
