@@ -3,7 +3,7 @@
 What it measures: the pure, CPU-bound part of what the daemon does each time a source changes,
 for the two shipped templates (haproxy.cfg.j2 and nginx.conf.j2):
 
-    parse   lbsync.model.contract.parse_values over relative keys -> JSON-like values, plus
+    parse   lbsync.sources.file.snapshot_of over relative keys -> JSON-like values: entries,
             the raw `kv` texts and the Snapshot, as the services file source builds them
             (no TOML decoding and no file I/O: the values dict is built in memory beforehand)
     merge   lbsync.model.catalog.merge([snapshot]) -> Catalog
@@ -58,10 +58,10 @@ from lbsync.config import TargetConfig, parse
 from lbsync.core.state import build
 from lbsync.haproxy import layout
 from lbsync.model.catalog import merge
-from lbsync.model.contract import canonical_json, parse_values
 from lbsync.model.values import HealthMode, Snapshot
 from lbsync.pipeline.decision import Plan, Running, decide
 from lbsync.pipeline.render import load_template, render
+from lbsync.sources.file import snapshot_of as file_snapshot
 
 SERVERS_PER_SERVICE = 10
 CANARIES_PER_SERVICE = 2
@@ -121,11 +121,7 @@ def describe(key: str) -> str:
 
 def snapshot_of(values: dict[str, object]) -> Snapshot:
     """The snapshot the services file source builds from its flattened values."""
-    entries, rejected = parse_values(values, describe=describe)
-    raw = {key: canonical_json(value) for key, value in values.items()}
-    return Snapshot(
-        source=SOURCE, entries=entries, rejected=rejected, raw=tuple(sorted(raw.items()))
-    )
+    return file_snapshot(values, {}, [], source=SOURCE, describe=describe)
 
 
 @dataclass(frozen=True)

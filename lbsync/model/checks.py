@@ -19,6 +19,9 @@ LABEL_RE: Final = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 PATH_RE: Final = re.compile(r"/[A-Za-z0-9._~%/:@+-]{0,255}")
 TAG_RE: Final = re.compile(r"[!$%&*+,\-./0-9:<=>?@A-Z\[\]^_a-z|~]{1,256}")
 SCOPE_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+# a dotted quad as `ipaddress` writes it (no leading zeros): taken as it is, without parsing
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4_RE: Final = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 META_KEY_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
 MAX_META_VALUE: Final = 512
 # the tag charset without `$`: no space, quote, `#`, `;`, brace, backslash or `$` (nginx's
@@ -83,6 +86,8 @@ def hostname(value: object, what: str = "host") -> str:
 def address(value: object, what: str = "address") -> str:
     """An IPv4 or IPv6 address, or a DNS host name."""
     text = _require_str(value, what)
+    if IPV4_RE.fullmatch(text):
+        return text  # what `str(ipaddress.ip_address(text))` gives
     try:
         parsed = ipaddress.ip_address(text)
     except ValueError:

@@ -30,6 +30,7 @@ __all__ = [
     "parse_entry",
     "parse_raw",
     "parse_values",
+    "parse_values_and_texts",
 ]
 from lbsync.model.values import (
     Balance,
@@ -50,14 +51,18 @@ MAX_TAGS = 64
 MAX_META = 64
 MIN_CHECK_INTERVAL_MS = 100
 MAX_CHECK_INTERVAL_MS = 3_600_000
+ROUTE_FIELDS = frozenset(("hosts", "path", "balance", "check"))
+CHECK_FIELDS = frozenset(("path", "interval_ms"))
+SPLIT_FIELDS = frozenset(("by", "groups", "on_empty"))
+INSTANCE_FIELDS = frozenset(("address", "port", "tags", "meta", "weight", "health"))
 
 
-def _object(value: object, what: str, allowed: Iterable[str]) -> dict[str, Any]:
+def _object(value: object, what: str, allowed: frozenset[str]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ContractError(f"{what} must be a JSON object, got {type(value).__name__}")
-    unknown = sorted(set(value) - set(allowed))
-    if unknown:
-        raise ContractError(f"{what} has unknown field(s): {', '.join(map(str, unknown))}")
+    if not allowed.issuperset(value):
+        unknown = sorted(map(str, set(value) - allowed))
+        raise ContractError(f"{what} has unknown field(s): {', '.join(unknown)}")
     return value
 
 
@@ -84,7 +89,7 @@ def _enum(kind: type[_Choice], value: object, what: str) -> _Choice:
 
 def parse_route(service: str, value: object) -> Route:
     """A route: hosts, path prefix, balance algorithm and an optional active check."""
-    data = _object(value, "route", ("hosts", "path", "balance", "check"))
+    data = _object(value, "route", ROUTE_FIELDS)
     hosts = tuple(
         sorted(
             {
@@ -97,7 +102,7 @@ def parse_route(service: str, value: object) -> Route:
     balance = _enum(Balance, data.get("balance", Balance.ROUNDROBIN.value), "balance")
     check = None
     if data.get("check") is not None:
-        check_data = _object(data["check"], "check", ("path", "interval_ms"))
+        check_data = _object(data["check"], "check", CHECK_FIELDS)
         check = HealthCheck(
             path=checks.path(check_data.get("path", "/"), "check.path"),
             interval_ms=checks.integer(
@@ -112,7 +117,7 @@ def parse_route(service: str, value: object) -> Route:
 
 def parse_split(service: str, value: object) -> Split:
     """A split: `by` (tag or meta:<key>), named group shares summing to at most 100, on_empty."""
-    data = _object(value, "split", ("by", "groups", "on_empty"))
+    data = _object(value, "split", SPLIT_FIELDS)
     by = data.get("by", "tag")
     if by != "tag" and not (isinstance(by, str) and by.startswith("meta:")):
         raise ContractError(f"by must be 'tag' or 'meta:<key>', got {by!r}")
@@ -136,7 +141,7 @@ def parse_split(service: str, value: object) -> Split:
 
 def parse_instance(service: str, instance_id: str, value: object) -> Instance:
     """An instance: address, port, tags, meta, relative weight and health."""
-    data = _object(value, "instance", ("address", "port", "tags", "meta", "weight", "health"))
+    data = _object(value, "instance", INSTANCE_FIELDS)
     if "address" not in data or "port" not in data:
         raise ContractError("instance needs both address and port")
     meta_data = data.get("meta", {})
@@ -144,20 +149,8 @@ def parse_instance(service: str, instance_id: str, value: object) -> Instance:
         raise ContractError(f"meta must be a JSON object, got {type(meta_data).__name__}")
     if len(meta_data) > MAX_META:
         raise ContractError(f"meta has more than {MAX_META} entries")
-    meta = tuple(
-        sorted(
-            (checks.meta_key(key), checks.meta_value(text, f"meta.{key}"))
-            for key, text in meta_data.items()
-        )
-    )
-    tags = tuple(
-        sorted(
-            {
-                checks.tag(tag, f"tags[{index}]")
-                for index, tag in enumerate(_list(data.get("tags", []), "tags", MAX_TAGS))
-            }
-        )
-    )
+    meta = tuple(sorted(_checked_meta(meta_data)))
+    tags = tuple(sorted(_checked_tags(_list(data.get("tags", []), "tags", MAX_TAGS))))
     return Instance(
         service=service,
         id=instance_id,
@@ -170,6 +163,27 @@ def parse_instance(service: str, instance_id: str, value: object) -> Instance:
         ),
         health=_enum(Health, data.get("health", Health.PASSING.value), "health"),
     )
+
+
+def _checked_tags(tags: list[Any]) -> set[str]:
+    """The distinct tags, each checked (`checks.tag`); refusals name the tag's index. The
+    plain test first: most tags of a whole read are fine, and naming costs."""
+    if all(type(tag) is str and checks.TAG_RE.fullmatch(tag) for tag in tags):
+        return set(tags)
+    return {checks.tag(tag, f"tags[{index}]") for index, tag in enumerate(tags)}
+
+
+def _checked_meta(meta: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (key, value) pairs of metadata, each checked; refusals name the key."""
+    pairs = list(meta.items())
+    if all(
+        type(value) is str
+        and checks.META_KEY_RE.fullmatch(key)
+        and checks.META_VALUE_RE.fullmatch(value)
+        for key, value in pairs
+    ):
+        return pairs
+    return [(checks.meta_key(key), checks.meta_value(text, f"meta.{key}")) for key, text in pairs]
 
 
 def _settled_text(value: object) -> None:
@@ -223,14 +237,20 @@ Parsed = tuple[tuple[tuple[str, Entry], ...], tuple[tuple[str, Rejection], ...]]
 
 
 def parse_one(
-    key: str, value: object, *, decoded: bool, describe: Callable[[str], str]
+    key: str,
+    value: object,
+    *,
+    decoded: bool,
+    describe: Callable[[str], str],
+    checked: bool = False,
 ) -> Entry | Rejection | None:
-    """One key's entry (`value` JSON text unless `decoded`), None for a raw-only key, or the
-    refusal naming the key. Nothing else leaves it: a value that breaks anything the checks
-    did not foresee is refused too, since one key must never stop a source."""
+    """One key's entry (`value` JSON text unless `decoded`, then bounded already if `checked`),
+    None for a raw-only key, or the refusal naming the key. Nothing else leaves it: a value
+    that breaks anything the checks did not foresee is refused too, since one key must never
+    stop a source."""
     try:
         if decoded:
-            return parse_entry(key, value)
+            return parse_entry(key, value, checked=checked)
         return parse_entry(key, decode_json(str(value)), checked=True)
     except ContractError as error:
         return Rejection(where=describe(key), message=str(error))
@@ -253,6 +273,29 @@ def parse_values(values: Mapping[str, object], *, describe: Callable[[str], str]
         (key, parse_one(key, value, decoded=True, describe=describe))
         for key, value in values.items()
     )
+
+
+def parse_values_and_texts(
+    values: Mapping[str, object], *, describe: Callable[[str], str]
+) -> tuple[Parsed, dict[str, str]]:
+    """`parse_values`, with each value's text as the `kv` view shows it: its canonical JSON,
+    or `str(value)` when it has none (too large, not JSON, not finite). Each value is bounded
+    once for both, which a whole read of a large file feels."""
+    parsed: list[tuple[str, Entry | Rejection | None]] = []
+    texts: dict[str, str] = {}
+    for key, value in values.items():
+        try:
+            check_bounds(value)
+        except ContractError as error:
+            parsed.append((key, Rejection(where=describe(key), message=str(error))))
+            texts[key] = str(value)
+            continue
+        parsed.append((key, parse_one(key, value, decoded=True, describe=describe, checked=True)))
+        try:
+            texts[key] = canonical_json(value, checked=True)
+        except ContractError:
+            texts[key] = str(value)  # refused by its field above (a TOML `inf`, say)
+    return _split(parsed), texts
 
 
 def decode_raw(

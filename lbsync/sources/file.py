@@ -16,12 +16,12 @@ good state stays in force), waits for the directory to be there again, and watch
 from __future__ import annotations
 
 import tomllib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from lbsync.model.checks import ContractError
-from lbsync.model.contract import canonical_json, parse_values
+from lbsync.model.contract import canonical_json, parse_values_and_texts
 from lbsync.model.values import Rejection, Snapshot
 from lbsync.sources.filewatch import changes
 
@@ -106,12 +106,27 @@ def read_snapshot(path: Path, *, source: str = "file") -> Snapshot:
     def describe(key: str) -> str:
         return f"{path} [{key.replace('/', '.')}]"
 
-    entries, rejected = parse_values(values, describe=describe)
-    for key, value in values.items():
-        raw.setdefault(key, _json_or_str(value))
+    return snapshot_of(values, raw, problems, source=source, describe=describe)
+
+
+def snapshot_of(
+    values: dict[str, object],
+    raw: dict[str, str],
+    problems: Problems,
+    *,
+    source: str,
+    describe: Callable[[str], str],
+) -> Snapshot:
+    """The snapshot of a flattened file (`flatten`): its values parsed, its raw texts with
+    every value's, and its structural problems refused by name."""
+    (entries, rejected), texts = parse_values_and_texts(values, describe=describe)
+    raw = {**texts, **raw}
     # as etcd's and Consul's keys (`decode_raw`): a key name with a control character never
     # reaches a template, where `kv.ls` would print it
-    problems += [(key, "the key holds a control character") for key in raw if not key.isprintable()]
+    problems = [
+        *problems,
+        *((key, "the key holds a control character") for key in raw if not key.isprintable()),
+    ]
     refused = {key for key, _ in rejected}
     structural = tuple(
         (key, Rejection(where=describe(key), message=message))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lbsync.model import checks
 from lbsync.model.checks import CheckError
@@ -131,3 +134,31 @@ def test_a_long_value_is_shortened_in_the_message() -> None:
 def test_an_instance_endpoint_brackets_ipv6(address: str, endpoint: str) -> None:
     instance = Instance(service="s", id="i", address=address, port=8080)
     assert instance.endpoint == endpoint
+
+
+def slow_address(text: str) -> str:
+    """What `checks.address` gives without its dotted-quad shortcut."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return checks.hostname(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(0, 300), min_size=4, max_size=4),
+    st.lists(st.booleans(), min_size=4, max_size=4),
+)
+def test_a_dotted_quad_is_what_ipaddress_makes_of_it(octets: list[int], padded: list[bool]) -> None:
+    text = ".".join(
+        f"0{octet}" if pad else str(octet) for octet, pad in zip(octets, padded, strict=True)
+    )
+    try:
+        expected = slow_address(text)
+    except CheckError:
+        expected = "refused"
+    try:
+        got = checks.address(text)
+    except CheckError:
+        got = "refused"
+    assert got == expected

@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lbsync.model.checks import ContractError
-from lbsync.model.jsonvalues import MAX_DEPTH, MAX_ITEMS, check_bounds, decode_json
+from lbsync.model.jsonvalues import (
+    MAX_DEPTH,
+    MAX_ITEMS,
+    MAX_VALUE_BYTES,
+    check_bounds,
+    decode_json,
+)
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(10**40), 10**40), st.text(max_size=5))
 values = st.recursive(
@@ -49,3 +55,34 @@ def test_a_deep_or_wide_value_is_still_walked() -> None:
     assert decoded("[" * MAX_DEPTH + "1" + "]" * MAX_DEPTH) == "refused"
     assert decoded("[" * (MAX_DEPTH - 1) + "1" + "]" * (MAX_DEPTH - 1)) == "accepted"
     assert decoded("[" + ",".join(["1"] * MAX_ITEMS) + "]") == "refused"
+
+
+def nested(depth: int) -> object:
+    """A list `depth` levels deep around one integer."""
+    value: object = 1
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def verdict(value: object) -> str:
+    try:
+        check_bounds(value)
+    except ContractError as error:
+        return str(error)
+    return "accepted"
+
+
+def test_each_bound_is_kept_at_its_limit_and_refused_past_it() -> None:
+    assert verdict(nested(MAX_DEPTH)) == "accepted"
+    assert "levels deep" in verdict(nested(MAX_DEPTH + 1))
+    assert verdict(list(range(MAX_ITEMS - 1))) == "accepted"  # the list is an item too
+    assert "items" in verdict(list(range(MAX_ITEMS)))
+    assert verdict("x" * MAX_VALUE_BYTES) == "accepted"
+    assert "characters of text" in verdict(["x" * MAX_VALUE_BYTES, "y"])
+    assert "characters of text" in verdict({"k" * MAX_VALUE_BYTES: 1, "j": None})
+    assert verdict(10**32 - 1) == "accepted"
+    assert "digits" in verdict({"a": [10**32]})
+    assert "not a string" in verdict({1: "one"})
+    assert "not a JSON value" in verdict({"when": ({1},)})
+    assert verdict({"ok": [True, None, 1.5, "text", {"deep": [1]}]}) == "accepted"
