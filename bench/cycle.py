@@ -30,9 +30,10 @@ For each size and template the cycle runs once to warm up, then N times (N adapt
 each size takes a few seconds at most, or --repeat N); it prints the median and p95
 (nearest rank) of each step and of the whole cycle in milliseconds, and the rendered size.
 Then it runs one cycle per size and template under tracemalloc to report the peak of Python
-allocations, and finally prints the process's max RSS (resource.getrusage).
+allocations, and finally prints the process's max RSS (resource.getrusage). Python's
+collector is tuned as `lbsync run` tunes it (`daemon/collector.tune`).
 
-    /work/venv-dev/bin/python bench/cycle.py [--sizes 100,1000,10000] [--repeat N]
+    .venv/bin/python bench/cycle.py [--sizes 100,1000,10000] [--repeat N]
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ import jinja2
 
 from lbsync.config import TargetConfig, parse
 from lbsync.core.state import build
+from lbsync.daemon import collector
 from lbsync.haproxy import layout
 from lbsync.model.catalog import merge
 from lbsync.model.values import HealthMode, Snapshot
@@ -334,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{BUDGET_SECONDS:g} s, {MIN_REPEAT}-{MAX_REPEAT})",
     )
     args = parser.parse_args(argv)
+    collector.tune()  # as `lbsync run` does
     mode = HealthMode.PASSING
     shipped = targets()
     began = time.perf_counter()

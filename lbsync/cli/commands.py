@@ -12,6 +12,7 @@ from pathlib import Path
 from lbsync.cli.exits import EXIT_FAILED, EXIT_OK
 from lbsync.cli.reading import desired_state, stop_on_signals
 from lbsync.config import Config, ConfigError, TargetConfig, TargetKind
+from lbsync.daemon import collector
 from lbsync.daemon.daemon import Daemon
 from lbsync.haproxy import fdlimit
 from lbsync.pipeline import fsio, validate
@@ -28,6 +29,7 @@ SWITCH_INTERVAL = 0.001
 async def run(config: Config) -> int:
     """`lbsync run`: the daemon, until SIGTERM or SIGINT."""
     sys.setswitchinterval(SWITCH_INTERVAL)
+    collector.tune()
     await Daemon(config).run(stop_on_signals())
     return EXIT_OK
 

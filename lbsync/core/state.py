@@ -12,7 +12,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from lbsync.core.weights import GroupShare, allocate
+from lbsync.core.weights import GroupShare, allocate_shares, basis_points, notes_on
 from lbsync.model.values import (
     Catalog,
     Health,
@@ -107,36 +107,49 @@ class DesiredState:
 
 
 def _service_state(spec: ServiceSpec, mode: HealthMode) -> ServiceState:
-    allocation = allocate(spec.instances, spec.split, mode)
-    servers = tuple(
+    shares = allocate_shares(spec.instances, spec.split, mode)
+    servers = [
         ServerState(
-            name=server_name(share.instance.id),
-            instance_id=share.instance.id,
-            address=share.instance.address,
-            port=share.instance.port,
-            endpoint=share.instance.endpoint,
-            group=share.group,
-            health=share.instance.health,
-            eligible=share.eligible,
-            weight=share.weight,
-            share=share.share,
-            achieved=share.achieved,
-            tags=share.instance.tags,
-            meta=share.instance.meta,
+            server_name(instance.id),
+            instance.id,
+            instance.address,
+            instance.port,
+            instance.endpoint,
+            group,
+            instance.health,
+            eligible,
+            weight,
+            exact,
+            achieved,
+            instance.tags,
+            instance.meta,
         )
-        for share in allocation.servers
-    )
+        for instance, group, eligible, exact, weight, achieved in zip(
+            spec.instances,
+            shares.groups_of,
+            shares.eligible,
+            shares.exact,
+            shares.weights,
+            shares.achieved,
+            strict=True,
+        )
+    ]
+    servers.sort(key=_by_name)
     return ServiceState(
         name=spec.name,
         route=spec.route,
         split=spec.split,
-        servers=tuple(sorted(servers, key=lambda server: server.name)),
-        groups=allocation.groups,
-        split_in_force=allocation.split_in_force,
-        unserved=allocation.unserved,
-        unserved_basis_points=allocation.unserved_basis_points,
-        notes=allocation.notes,
+        servers=tuple(servers),
+        groups=shares.groups,
+        split_in_force=shares.split_in_force,
+        unserved=shares.unserved,
+        unserved_basis_points=basis_points(shares.unserved),
+        notes=notes_on(shares.groups),
     )
+
+
+def _by_name(server: ServerState) -> str:
+    return server.name
 
 
 def _route_keys(route: Route) -> list[tuple[str, str]]:

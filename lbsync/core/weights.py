@@ -84,22 +84,47 @@ class Allocation:
     @property
     def unserved_basis_points(self) -> int:
         """The unserved share in 1/100 %, as the proxies' random draw uses it."""
-        return math.floor(self.unserved * 100 + 0.5)
+        return basis_points(self.unserved)
 
     @property
     def notes(self) -> tuple[str, ...]:
         """Human-readable remarks on empty groups, for the status and logs."""
-        return tuple(
-            f"group {group.label} has no eligible instance: its {group.target:g}% is "
-            + ("redistributed" if group.status == "redistributed" else "unserved (503)")
-            for group in self.groups
-            if group.status != "ok"
-        )
+        return notes_on(self.groups)
+
+
+def basis_points(share: float) -> int:
+    """A share in 1/100 %, as the proxies' random draw uses it."""
+    return math.floor(share * 100 + 0.5)
+
+
+def notes_on(groups: tuple[GroupShare, ...]) -> tuple[str, ...]:
+    """Human-readable remarks on empty groups, for the status and logs."""
+    return tuple(
+        f"group {group.label} has no eligible instance: its {group.target:g}% is "
+        + ("redistributed" if group.status == "redistributed" else "unserved (503)")
+        for group in groups
+        if group.status != "ok"
+    )
 
 
 def group_of(instance: Instance, split: Split) -> str:
     """The first group of the split (in key order) that the instance belongs to."""
     return first_group(split, instance.tags, instance.meta)
+
+
+@dataclass(frozen=True)
+class Shares:
+    """`allocate`'s result as columns, one item per instance in the instances' order: what a
+    caller that builds its own server values reads, without a `ServerShare` per server."""
+
+    groups_of: list[str]
+    eligible: list[bool]
+    exact: list[float]
+    weights: list[int]
+    achieved: list[float]
+    groups: tuple[GroupShare, ...]
+    split_in_force: bool
+    unserved: float
 
 
 def allocate(
@@ -108,55 +133,78 @@ def allocate(
     mode: HealthMode = HealthMode.PASSING,
 ) -> Allocation:
     """Compute the servers' shares and integer weights for one service (see module doc)."""
-    membership = {inst.id: group_of(inst, split) if split else DEFAULT_GROUP for inst in instances}
-    in_force = split is not None and any(g != DEFAULT_GROUP for g in membership.values())
+    shares = allocate_shares(instances, split, mode)
+    servers = tuple(
+        ServerShare(
+            instance=inst,
+            group=group,
+            eligible=eligible,
+            share=exact,
+            weight=weight,
+            achieved=achieved,
+        )
+        for inst, group, eligible, exact, weight, achieved in zip(
+            instances,
+            shares.groups_of,
+            shares.eligible,
+            shares.exact,
+            shares.weights,
+            shares.achieved,
+            strict=True,
+        )
+    )
+    return Allocation(
+        servers=servers,
+        groups=shares.groups,
+        split_in_force=shares.split_in_force,
+        unserved=shares.unserved,
+    )
+
+
+def allocate_shares(
+    instances: tuple[Instance, ...],
+    split: Split | None,
+    mode: HealthMode = HealthMode.PASSING,
+) -> Shares:
+    """`allocate` as columns."""
+    count = len(instances)
+    groups_of = (
+        [first_group(split, inst.tags, inst.meta) for inst in instances]
+        if split is not None
+        else [DEFAULT_GROUP] * count
+    )
+    in_force = split is not None and any(group != DEFAULT_GROUP for group in groups_of)
     if not in_force:
-        membership = dict.fromkeys(membership, DEFAULT_GROUP)
+        groups_of = [DEFAULT_GROUP] * count
     targets = _targets(split if in_force else None)
-    eligible = {inst.id: is_eligible(inst, mode) for inst in instances}
-    weight_sum = {name: 0 for name in targets}
+    eligible = [is_eligible(inst, mode) for inst in instances]
+    weight_sum = dict.fromkeys(targets, 0)
     counts = {name: [0, 0] for name in targets}
-    for inst in instances:
-        group = membership[inst.id]
+    for inst, group, counted in zip(instances, groups_of, eligible, strict=True):
         counts[group][0] += 1
-        if eligible[inst.id]:
+        if counted:
             counts[group][1] += 1
             weight_sum[group] += inst.weight
     on_empty = split.on_empty if split is not None else OnEmpty.REDISTRIBUTE
     effective, unserved, statuses = _effective(targets, weight_sum, on_empty)
 
-    exact = {
-        inst.id: (
-            effective[membership[inst.id]] * inst.weight / weight_sum[membership[inst.id]]
-            if eligible[inst.id]
-            else 0.0
-        )
-        for inst in instances
-    }
-    weights = dict(zip(exact, _integer_weights(list(exact.values())), strict=True))
-    total = sum(weights.values())
+    exact = [
+        effective[group] * inst.weight / weight_sum[group] if counted else 0.0
+        for inst, group, counted in zip(instances, groups_of, eligible, strict=True)
+    ]
+    weights = _integer_weights(exact)
+    total = sum(weights)
     served = 100.0 - unserved
-
-    def achieved(weight: int) -> float:
-        return served * weight / total if total else 0.0
-
-    servers = tuple(
-        ServerShare(
-            instance=inst,
-            group=membership[inst.id],
-            eligible=eligible[inst.id],
-            share=exact[inst.id],
-            weight=weights[inst.id],
-            achieved=achieved(weights[inst.id]),
-        )
-        for inst in instances
-    )
+    achieved = [served * weight / total if total else 0.0 for weight in weights]
+    achieved_by_group = dict.fromkeys(targets, 0.0)
+    for group, share in zip(groups_of, achieved, strict=True):
+        achieved_by_group[group] += share
     groups = tuple(
         GroupShare(
             name=name,
             target=targets[name],
             effective=effective[name],
-            achieved=sum(s.achieved for s in servers if s.group == name),
+            achieved=achieved_by_group[name],
             instances=counts[name][0],
             eligible=counts[name][1],
             status=statuses[name],
@@ -164,8 +212,12 @@ def allocate(
         for name in targets
         if name != DEFAULT_GROUP or counts[name][0] or targets[name] > 0
     )
-    return Allocation(
-        servers=servers,
+    return Shares(
+        groups_of=groups_of,
+        eligible=eligible,
+        exact=exact,
+        weights=weights,
+        achieved=achieved,
         groups=groups,
         split_in_force=in_force,
         unserved=unserved,

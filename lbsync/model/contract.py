@@ -151,39 +151,41 @@ def parse_instance(service: str, instance_id: str, value: object) -> Instance:
         raise ContractError(f"meta has more than {MAX_META} entries")
     meta = tuple(sorted(_checked_meta(meta_data)))
     tags = tuple(sorted(_checked_tags(_list(data.get("tags", []), "tags", MAX_TAGS))))
-    return Instance(
-        service=service,
-        id=instance_id,
-        address=checks.address(data["address"]),
-        port=checks.port(data["port"]),
-        tags=tags,
-        meta=meta,
-        weight=checks.integer(
-            data.get("weight", 1), "weight", low=0, high=checks.MAX_INSTANCE_WEIGHT
-        ),
-        health=_enum(Health, data.get("health", Health.PASSING.value), "health"),
+    return Instance(  # by position: a whole read makes one for every instance
+        service,
+        instance_id,
+        checks.address(data["address"]),
+        checks.port(data["port"]),
+        tags,
+        meta,
+        checks.integer(data.get("weight", 1), "weight", low=0, high=checks.MAX_INSTANCE_WEIGHT),
+        _enum(Health, data.get("health", Health.PASSING.value), "health"),
     )
 
 
 def _checked_tags(tags: list[Any]) -> set[str]:
     """The distinct tags, each checked (`checks.tag`); refusals name the tag's index. The
     plain test first: most tags of a whole read are fine, and naming costs."""
-    if all(type(tag) is str and checks.TAG_RE.fullmatch(tag) for tag in tags):
-        return set(tags)
-    return {checks.tag(tag, f"tags[{index}]") for index, tag in enumerate(tags)}
+    for tag in tags:
+        if type(tag) is not str or not checks.TAG_RE.fullmatch(tag):
+            return {checks.tag(tag, f"tags[{index}]") for index, tag in enumerate(tags)}
+    return set(tags)
 
 
 def _checked_meta(meta: dict[str, Any]) -> list[tuple[str, str]]:
     """The (key, value) pairs of metadata, each checked; refusals name the key."""
     pairs = list(meta.items())
-    if all(
-        type(value) is str
-        and checks.META_KEY_RE.fullmatch(key)
-        and checks.META_VALUE_RE.fullmatch(value)
-        for key, value in pairs
-    ):
-        return pairs
-    return [(checks.meta_key(key), checks.meta_value(text, f"meta.{key}")) for key, text in pairs]
+    for key, value in pairs:
+        if not (
+            type(value) is str
+            and checks.META_KEY_RE.fullmatch(key)
+            and checks.META_VALUE_RE.fullmatch(value)
+        ):
+            return [
+                (checks.meta_key(name), checks.meta_value(text, f"meta.{name}"))
+                for name, text in pairs
+            ]
+    return pairs
 
 
 def _settled_text(value: object) -> None:

@@ -183,10 +183,16 @@ def parts_of(
         str, tuple[list[tuple[str, Entry]], list[tuple[str, Rejection]], list[tuple[str, str]]]
     ] = {}
 
+    last: list[str] = ["", "\0"]  # the last part a key was found in, and its keys' prefix
+
     def lists(
         key: str,
     ) -> tuple[list[tuple[str, Entry]], list[tuple[str, Rejection]], list[tuple[str, str]]]:
-        return grouped.setdefault(part_of(key), ([], [], []))
+        # keys mostly come sorted, so the part of the key before is the likely one
+        if not key.startswith(last[1]):
+            name = part_of(key)
+            last[:] = [name, name + "/" if name else "\0"]
+        return grouped.setdefault(last[0], ([], [], []))
 
     for pair in entries:
         lists(pair[0])[0].append(pair)

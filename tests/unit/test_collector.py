@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lbsync.daemon.collector import Collector
+from lbsync.daemon.collector import MIDDLE_THRESHOLD, YOUNG_THRESHOLD, Collector, tune
 
 
 class Node:
@@ -53,3 +53,13 @@ def test_frozen_garbage_is_collected_by_the_next_full_collection() -> None:
     assert dead() is not None  # frozen: not walked
     Collector(full_every=0).after_whole_cycle()
     assert dead() is None
+
+
+def test_tune_collects_the_youngest_generation_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        tune()
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, MIDDLE_THRESHOLD, 10)
+    finally:
+        gc.set_threshold(*before)
