@@ -124,15 +124,7 @@ def _service_state(spec: ServiceSpec, mode: HealthMode) -> ServiceState:
             instance.tags,
             instance.meta,
         )
-        for instance, group, eligible, exact, weight, achieved in zip(
-            spec.instances,
-            shares.groups_of,
-            shares.eligible,
-            shares.exact,
-            shares.weights,
-            shares.achieved,
-            strict=True,
-        )
+        for instance, group, eligible, exact, weight, achieved in shares.rows()
     ]
     servers.sort(key=_by_name)
     return ServiceState(

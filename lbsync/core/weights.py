@@ -28,6 +28,7 @@ Algorithm (all shares are percentages of the service's traffic):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from lbsync.core.groups import DEFAULT_GROUP, first_group
@@ -117,6 +118,7 @@ class Shares:
     """`allocate`'s result as columns, one item per instance in the instances' order: what a
     caller that builds its own server values reads, without a `ServerShare` per server."""
 
+    instances: tuple[Instance, ...]
     groups_of: list[str]
     eligible: list[bool]
     exact: list[float]
@@ -126,6 +128,18 @@ class Shares:
     split_in_force: bool
     unserved: float
 
+    def rows(self) -> Iterator[tuple[Instance, str, bool, float, int, float]]:
+        """(instance, group, eligible, exact share, weight, achieved share) per instance."""
+        return zip(
+            self.instances,
+            self.groups_of,
+            self.eligible,
+            self.exact,
+            self.weights,
+            self.achieved,
+            strict=True,
+        )
+
 
 def allocate(
     instances: tuple[Instance, ...],
@@ -134,31 +148,8 @@ def allocate(
 ) -> Allocation:
     """Compute the servers' shares and integer weights for one service (see module doc)."""
     shares = allocate_shares(instances, split, mode)
-    servers = tuple(
-        ServerShare(
-            instance=inst,
-            group=group,
-            eligible=eligible,
-            share=exact,
-            weight=weight,
-            achieved=achieved,
-        )
-        for inst, group, eligible, exact, weight, achieved in zip(
-            instances,
-            shares.groups_of,
-            shares.eligible,
-            shares.exact,
-            shares.weights,
-            shares.achieved,
-            strict=True,
-        )
-    )
-    return Allocation(
-        servers=servers,
-        groups=shares.groups,
-        split_in_force=shares.split_in_force,
-        unserved=shares.unserved,
-    )
+    servers = tuple(ServerShare(*row) for row in shares.rows())
+    return Allocation(servers, shares.groups, shares.split_in_force, shares.unserved)
 
 
 def allocate_shares(
@@ -213,6 +204,7 @@ def allocate_shares(
         if name != DEFAULT_GROUP or counts[name][0] or targets[name] > 0
     )
     return Shares(
+        instances=instances,
         groups_of=groups_of,
         eligible=eligible,
         exact=exact,
