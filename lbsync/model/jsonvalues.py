@@ -30,9 +30,14 @@ MAX_DEPTH: Final = 32
 MAX_ITEMS: Final = 10_000
 _LARGEST: Final = 10**MAX_INTEGER_DIGITS
 # one encoder for every value (it holds only its options): `json.dumps` with options makes a
-# new one per call, a third of the cost of a small value
+# new one per call, a third of the cost of a small value. No circular check: every value it
+# encodes was bounded first, and a cycle is deeper than any bound
 _CANONICAL: Final = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    allow_nan=False,
+    check_circular=False,
 )
 
 
