@@ -14,7 +14,6 @@ from typing import Any, Final, TypeVar
 
 from lbsync.common.backoff import Backoff
 from lbsync.kv.consul import CATALOG_NEEDS, AclRefusal, AclState, Agents, Fault, FaultKind
-from lbsync.model.contract import ParseCache
 from lbsync.model.values import Snapshot
 from lbsync.sources.consul.changes import (
     HealthState,
@@ -29,6 +28,7 @@ from lbsync.sources.consul.mapping import (
     ServiceView,
     compose,
     exposed,
+    kv_keys,
     kv_view,
     service_view,
 )
@@ -72,7 +72,7 @@ class Watchers:
         self.agents = agents
         self.retry = Retry(retry, random.Random())
         self.resync = resync
-        self.parse_cache = ParseCache()
+        self.held = kv_keys(prefix)  # the KV keys by part, from one read to the next
         self.kv: KVView | None = None
         self.catalog: CatalogView | None = None
         self.health: HealthState | None = None
@@ -190,7 +190,7 @@ class Watchers:
         return found, items
 
     def _set_kv(self, items: list[tuple[str, bytes | None]]) -> None:
-        self.kv = kv_view(items, prefix=self.prefix, cache=self.parse_cache)
+        self.kv = kv_view(items, prefix=self.prefix, held=self.held)
         self._sync()
         self.changed.set()
 

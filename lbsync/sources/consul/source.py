@@ -5,8 +5,8 @@ changes is composed into a whole snapshot (see `mapping.compose`) and yielded wh
 
 - `token`: once at start, `/v1/acl/token/self`; a configured token that Consul does not know
   is reported at once, before any read could look like "everything was deleted";
-- `kv`: recursive read of the prefix (blocking, stale); only the keys whose text changed are
-  parsed again (`ParseCache`);
+- `kv`: recursive read of the prefix (blocking, stale); only the keys whose value changed are
+  parsed again, and only their parts are new (`model.held`);
 - `catalog`: `/v1/catalog/services` (blocking, stale), for the `lbsync.route=` tags, which
   services exist, and its index (a re-registration the health state cannot show moves it);
 - `health`: `/v1/health/state/any` (blocking, stale): every check, to see which services moved;
