@@ -12,7 +12,6 @@ from lbsync.model.checks import ContractError
 from lbsync.model.values import Health, HealthCheck, Instance, Rejection, Route
 from lbsync.sources.consul.mapping import (
     KVView,
-    compose,
     exposed,
     instance_health,
     instance_weight,
@@ -21,6 +20,7 @@ from lbsync.sources.consul.mapping import (
     service_view,
     tag_route,
 )
+from lbsync.sources.consul.parts import compose
 from lbsync.sources.consul.source import RETRY
 from lbsync.sources.consul.watch import Retry, next_index
 

@@ -19,7 +19,8 @@ Routes come from KV (`services/<svc>/route`) or from instance tags `lbsync.route
 (`lbsync.route=/api` means any host); a KV route key, even a refused one, wins over tags.
 
 The KV prefix is held by part (`values.part_of`, `model.held`): Consul answers the whole prefix
-on every change, and only the part of the key that changed is made again.
+on every change, and only the part of the key that changed is made again. `parts.py` composes
+these views into the snapshot, part by part.
 """
 
 from __future__ import annotations
@@ -37,17 +38,7 @@ from lbsync.model.checks import ContractError
 from lbsync.model.contract import parse_instance, parse_route
 from lbsync.model.held import HeldKeys
 from lbsync.model.keys import instance_key, route_key
-from lbsync.model.text import shown
-from lbsync.model.values import (
-    SERVICE_PREFIX,
-    Entry,
-    Health,
-    Instance,
-    Part,
-    Rejection,
-    Route,
-    Snapshot,
-)
+from lbsync.model.values import SERVICE_PREFIX, Entry, Health, Instance, Part, Rejection, Route
 
 ROUTE_TAG: Final = "lbsync.route="
 NODE_MAINTENANCE: Final = "_node_maintenance"
@@ -301,59 +292,4 @@ def exposed(view: KVView, catalog: Mapping[str, Sequence[str]]) -> frozenset[str
         service
         for service in wanted
         if service in catalog and checks.NAME_RE.fullmatch(service) is not None
-    )
-
-
-def compose(
-    *,
-    source: str,
-    kv: KVView,
-    catalog: Mapping[str, Sequence[str]],
-    services: Mapping[str, ServiceView],
-) -> Snapshot:
-    """One whole snapshot: KV entries, tag routes where KV has none, and catalog instances.
-
-    A KV instance key wins over a catalog instance with the same key (and the clash is reported).
-    """
-    entries: dict[str, Entry] = dict(kv.entries)
-    rejected: list[tuple[str, Rejection]] = list(kv.rejected)
-    owned_by_kv = {key for key, _ in kv.raw}
-    routed_in_kv = kv.routed
-    for service in sorted(set(catalog) - routed_in_kv):
-        if checks.NAME_RE.fullmatch(service) is None:
-            if any(tag.startswith(ROUTE_TAG) for tag in catalog[service]):  # meant for lbsync
-                rejected.append(
-                    (
-                        f"services/{shown(service, 128)}",
-                        Rejection(
-                            where=f"consul service {service}",
-                            message="the name must be letters, digits, '.', '_' or '-' "
-                            "(max 128); not exposed",
-                        ),
-                    )
-                )
-            continue
-        try:
-            route = tag_route(service, catalog[service])
-        except ContractError as error:
-            where = f"consul service {service} tags"
-            rejected.append((route_key(service), Rejection(where=where, message=str(error))))
-            continue
-        if route is not None:
-            entries[route_key(service)] = route
-    for service in sorted(services):
-        view = services[service]
-        rejected.extend(view.rejected)
-        for key, instance in view.entries:
-            if key in owned_by_kv:
-                where = f"consul service {service} instance {instance.id}"
-                message = "the KV key with the same instance id is used instead"
-                rejected.append((key, Rejection(where=where, message=message)))
-            else:
-                entries[key] = instance
-    return Snapshot(
-        source=source,
-        entries=tuple(sorted(entries.items(), key=lambda pair: pair[0])),
-        rejected=tuple(sorted(rejected, key=lambda pair: pair[0])),
-        raw=kv.raw,
     )
