@@ -36,17 +36,24 @@ class HeldKeys:
 
     def replace(self, items: Iterable[tuple[str, bytes]]) -> None:
         """Hold exactly these keys (a whole read of the prefix): keys whose value is the same
-        as before are not read again."""
+        as before are not read again, and only the parts that gained, lost or changed a key
+        are rebuilt by the next `parts` (a source that reads its whole prefix on every change,
+        Consul's KV, gets one new part for one changed key)."""
         before = self._keys
         self._keys = {}
+        dirty = self._dirty
         for key, value in items:
             part = part_of(key)
             known = before.get(part, {}).get(key)
             keys = self._keys.setdefault(part, {})
-            keys[key] = (
-                known if known is not None and known.value == value else self._read(key, value)
-            )
-        self._dirty = set(before) | set(self._keys)
+            if known is not None and known.value == value:
+                keys[key] = known
+            else:
+                keys[key] = self._read(key, value)
+                dirty.add(part)
+        for part, keys in before.items():  # every key kept came from here: same count, same keys
+            if len(self._keys.get(part, {})) != len(keys):
+                dirty.add(part)
 
     def put(self, key: str, value: bytes) -> None:
         """A key written."""

@@ -205,6 +205,38 @@ async def test_a_route_tag_exposes_a_service_and_a_kv_route_wins(consul: ConsulA
         assert source.watched == {"cart"}
 
 
+async def test_a_change_keeps_every_part_it_did_not_touch_as_the_same_object(
+    consul: ConsulAgent,
+) -> None:
+    await consul.kv_put("lbsync/services/shop/route", SHOP_ROUTE)
+    await consul.kv_put("lbsync/settings/owner", '"platform"')
+    await consul.register("shop", "shop-1", 9501)
+    await consul.register("cart", "cart-1", 9502, "lbsync.route=/cart")
+    source = consul_source(consul.address, wait=2.0)
+    async with following(source) as snapshots:
+        first = await snapshots.next(
+            lambda s: len(instances(s, "shop")) == 1 and len(instances(s, "cart")) == 1,
+            10,
+            "shop and cart instances",
+        )
+        assert set(first.parts) == {"", "services/shop", "services/cart"}
+
+        await consul.set_check("cart-1", "critical")
+        flipped = await snapshots.next(
+            lambda s: healths(s, "cart") == {"cart-1": Health.CRITICAL}, 5, "cart-1 critical"
+        )
+        assert flipped.parts["services/cart"] != first.parts["services/cart"]
+        assert flipped.parts["services/shop"] is first.parts["services/shop"]
+        assert flipped.parts[""] is first.parts[""]
+
+        await consul.kv_put("lbsync/services/shop/split", {"groups": {"blue": 100}})
+        split = await snapshots.next(
+            lambda s: entry(s, "services/shop/split") is not None, 5, "shop's split"
+        )
+        assert split.parts["services/cart"] is flipped.parts["services/cart"]
+        assert split.parts[""] is flipped.parts[""]
+
+
 async def test_bad_kv_values_are_refused_by_key_and_the_rest_applies(consul: ConsulAgent) -> None:
     await consul.kv_put("lbsync/services/shop/route", SHOP_ROUTE)
     await consul.kv_put("lbsync/services/shop/split", {"groups": {"blue": 80, "green": 50}})

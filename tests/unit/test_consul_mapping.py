@@ -12,14 +12,15 @@ from lbsync.model.checks import ContractError
 from lbsync.model.values import Health, HealthCheck, Instance, Rejection, Route
 from lbsync.sources.consul.mapping import (
     KVView,
-    compose,
     exposed,
     instance_health,
     instance_weight,
+    kv_keys,
     kv_view,
     service_view,
     tag_route,
 )
+from lbsync.sources.consul.parts import compose
 from lbsync.sources.consul.source import RETRY
 from lbsync.sources.consul.watch import Retry, next_index
 
@@ -284,6 +285,32 @@ def test_kv_keys_are_parsed_by_the_contract_and_named_by_their_full_key() -> Non
         ("app/blob", "consul key lbsync/app/blob"),
         ("services/shop/split", "consul key lbsync/services/shop/split"),
     ]
+
+
+def test_a_kv_read_with_one_changed_key_gives_one_new_part() -> None:
+    held = kv_keys("lbsync/")
+    items = [
+        ("lbsync/services/shop/route", b'{"hosts": ["shop.example.com"]}'),
+        ("lbsync/services/cart/route", b'{"path": "/cart"}'),
+        ("lbsync/settings/owner", b'"platform"'),
+    ]
+    before = kv_view(items, prefix="lbsync/", held=held)
+    after = kv_view(
+        [*items, ("lbsync/services/shop/split", b'{"groups": {"blue": 100}}')],
+        prefix="lbsync/",
+        held=held,
+    )
+    assert after.parts.keys() == before.parts.keys() == {"", "services/shop", "services/cart"}
+    assert [name for name, part in after.parts.items() if part is not before.parts[name]] == [
+        "services/shop"
+    ]
+    assert after.routed == {"shop", "cart"}
+    again = kv_view(
+        [*items, ("lbsync/services/shop/split", b'{"groups": {"blue": 100}}')],
+        prefix="lbsync/",
+        held=held,
+    )
+    assert all(part is after.parts[name] for name, part in again.parts.items())
 
 
 CATALOG = {

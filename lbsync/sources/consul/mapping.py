@@ -17,27 +17,28 @@ an address with a newline is refused and named, never rendered.
 
 Routes come from KV (`services/<svc>/route`) or from instance tags `lbsync.route=<host><path>`
 (`lbsync.route=/api` means any host); a KV route key, even a refused one, wins over tags.
+
+The KV prefix is held by part (`values.part_of`, `model.held`): Consul answers the whole prefix
+on every change, and only the part of the key that changed is made again. `parts.py` composes
+these views into the snapshot, part by part.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import chain
 from typing import Any, Final
 
 from lbsync.model import checks
 from lbsync.model.checks import ContractError
-from lbsync.model.contract import (
-    ParseCache,
-    decode_raw,
-    parse_instance,
-    parse_raw,
-    parse_route,
-)
+from lbsync.model.contract import parse_instance, parse_route
+from lbsync.model.held import HeldKeys
 from lbsync.model.keys import instance_key, route_key
-from lbsync.model.text import shown
-from lbsync.model.values import Entry, Health, Instance, Rejection, Route, Snapshot
+from lbsync.model.values import SERVICE_PREFIX, Entry, Health, Instance, Part, Rejection, Route
 
 ROUTE_TAG: Final = "lbsync.route="
 NODE_MAINTENANCE: Final = "_node_maintenance"
@@ -54,13 +55,55 @@ Pairs = tuple[tuple[str, Entry], ...]
 Refusals = tuple[tuple[str, Rejection], ...]
 
 
+def _by_key(pair: tuple[str, object]) -> str:
+    return pair[0]
+
+
+def holds(texts: tuple[tuple[str, str], ...], key: str) -> bool:
+    """Whether sorted (key, text) pairs, a part's raw texts, hold `key`."""
+    at = bisect_left(texts, key, key=_by_key)
+    return at < len(texts) and texts[at][0] == key
+
+
 @dataclass(frozen=True)
 class KVView:
-    """The KV prefix as read once: raw texts by relative key, and what the contract made of them."""
+    """The KV prefix as read once, by part (`values.part_of`): raw texts by relative key, and
+    what the contract made of them. Read with the same `HeldKeys` as the view before, a part
+    none of whose keys changed is the same object as there."""
 
-    raw: tuple[tuple[str, str], ...] = ()
-    entries: Pairs = ()
-    rejected: Refusals = ()
+    parts: Mapping[str, Part] = field(default_factory=dict)
+
+    @cached_property
+    def raw(self) -> tuple[tuple[str, str], ...]:
+        """Every raw text, sorted by key."""
+        return tuple(sorted(chain.from_iterable(p.raw for p in self.parts.values()), key=_by_key))
+
+    @cached_property
+    def entries(self) -> Pairs:
+        """Every entry, sorted by key."""
+        return tuple(
+            sorted(chain.from_iterable(p.entries for p in self.parts.values()), key=_by_key)
+        )
+
+    @cached_property
+    def rejected(self) -> Refusals:
+        """Every refusal, sorted by key."""
+        return tuple(
+            sorted(chain.from_iterable(p.rejected for p in self.parts.values()), key=_by_key)
+        )
+
+    @cached_property
+    def routed(self) -> frozenset[str]:
+        """Services that have a route key (valid or refused: either way KV owns the route).
+
+        `services/<svc>/route` is in the part `services/<svc>`, and `services//route` (the
+        service "") in the part ""; a name with a `/` has no route key."""
+        routed: set[str] = set()
+        for name, part in self.parts.items():
+            service = name.removeprefix(SERVICE_PREFIX)
+            if holds(part.raw, route_key(service)):
+                routed.add(service)
+        return frozenset(routed)
 
 
 @dataclass(frozen=True)
@@ -72,34 +115,29 @@ class ServiceView:
     nodes: frozenset[str] = frozenset()  # where its instances run: a node check moving reads it
 
 
+def kv_keys(prefix: str) -> HeldKeys:
+    """The keys of a KV prefix as `kv_view` holds them from one read to the next; refusals name
+    a key in full (`consul key <prefix><key>`)."""
+    return HeldKeys(lambda relative: f"consul key {prefix}{relative}")
+
+
 def kv_view(
-    items: Iterable[tuple[str, bytes | None]], *, prefix: str, cache: ParseCache | None = None
+    items: Iterable[tuple[str, bytes | None]], *, prefix: str, held: HeldKeys | None = None
 ) -> KVView:
-    """Map a recursive KV read (absolute key, value) to raw texts and contract entries.
+    """Map a recursive KV read (absolute key, value) to raw texts and contract entries, by part.
 
     Folder markers (keys ending in `/` with no value) are skipped; a key or value that is not
-    text is refused by name (`decode_raw`). With a `cache`, only keys whose text changed since
-    the cache's last parse are parsed again (the result is the same).
+    text is refused by name (`decode_raw`). With `held` (`kv_keys(prefix)`, kept across reads),
+    only keys whose value changed since the last read are parsed again, and only the parts
+    holding them are new objects (the result is the same).
     """
-
-    def describe(relative: str) -> str:
-        return f"consul key {prefix}{relative}"
-
-    relative_items = [
+    keys = held if held is not None else kv_keys(prefix)
+    keys.replace(
         (key[len(prefix) :], value or b"")
         for key, value in items
         if key.startswith(prefix) and key[len(prefix) :] and not (key.endswith("/") and not value)
-    ]
-    raw, refused = decode_raw(relative_items, describe=describe)
-    if cache is None:
-        entries, rejected = parse_raw(raw, describe=describe)
-    else:
-        entries, rejected = cache.parse(raw, describe=describe)
-    return KVView(
-        raw=tuple(sorted(raw.items())),
-        entries=entries,
-        rejected=tuple(sorted(rejected + refused, key=lambda pair: pair[0])),
     )
+    return KVView(parts=keys.parts())
 
 
 def check_health(check: Mapping[str, Any]) -> Health:
@@ -245,78 +283,13 @@ def tag_route(service: str, tags: Iterable[str]) -> Route | None:
     )
 
 
-def kv_routed(view: KVView) -> frozenset[str]:
-    """Services that have a route key in KV (valid or refused: either way KV owns the route)."""
-    services: set[str] = set()
-    for key, _ in view.raw:
-        parts = key.split("/")
-        if len(parts) == 3 and parts[0] == "services" and parts[2] == "route":
-            services.add(parts[1])
-    return frozenset(services)
-
-
 def exposed(view: KVView, catalog: Mapping[str, Sequence[str]]) -> frozenset[str]:
     """Services whose health must be watched: routed (KV or tag), valid name, in the catalog."""
-    wanted = kv_routed(view) | {
+    wanted = view.routed | {
         service for service, tags in catalog.items() if any(t.startswith(ROUTE_TAG) for t in tags)
     }
     return frozenset(
         service
         for service in wanted
         if service in catalog and checks.NAME_RE.fullmatch(service) is not None
-    )
-
-
-def compose(
-    *,
-    source: str,
-    kv: KVView,
-    catalog: Mapping[str, Sequence[str]],
-    services: Mapping[str, ServiceView],
-) -> Snapshot:
-    """One whole snapshot: KV entries, tag routes where KV has none, and catalog instances.
-
-    A KV instance key wins over a catalog instance with the same key (and the clash is reported).
-    """
-    entries: dict[str, Entry] = dict(kv.entries)
-    rejected: list[tuple[str, Rejection]] = list(kv.rejected)
-    owned_by_kv = {key for key, _ in kv.raw}
-    routed_in_kv = kv_routed(kv)
-    for service in sorted(set(catalog) - routed_in_kv):
-        if checks.NAME_RE.fullmatch(service) is None:
-            if any(tag.startswith(ROUTE_TAG) for tag in catalog[service]):  # meant for lbsync
-                rejected.append(
-                    (
-                        f"services/{shown(service, 128)}",
-                        Rejection(
-                            where=f"consul service {service}",
-                            message="the name must be letters, digits, '.', '_' or '-' "
-                            "(max 128); not exposed",
-                        ),
-                    )
-                )
-            continue
-        try:
-            route = tag_route(service, catalog[service])
-        except ContractError as error:
-            where = f"consul service {service} tags"
-            rejected.append((route_key(service), Rejection(where=where, message=str(error))))
-            continue
-        if route is not None:
-            entries[route_key(service)] = route
-    for service in sorted(services):
-        view = services[service]
-        rejected.extend(view.rejected)
-        for key, instance in view.entries:
-            if key in owned_by_kv:
-                where = f"consul service {service} instance {instance.id}"
-                message = "the KV key with the same instance id is used instead"
-                rejected.append((key, Rejection(where=where, message=message)))
-            else:
-                entries[key] = instance
-    return Snapshot(
-        source=source,
-        entries=tuple(sorted(entries.items(), key=lambda pair: pair[0])),
-        rejected=tuple(sorted(rejected, key=lambda pair: pair[0])),
-        raw=kv.raw,
     )

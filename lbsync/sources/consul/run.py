@@ -1,6 +1,7 @@
 """The Consul source's watchers: three blocking queries and one reader, their results composed
-into one snapshot per batch of changes (see `source.py` for what is watched and why, and
-`changes.py` for which service reads each change asks for)."""
+into one snapshot per batch of changes, part by part (see `source.py` for what is watched and
+why, `changes.py` for which service reads each change asks for, and `parts.py` for which parts
+a change makes again)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from typing import Any, Final, TypeVar
 
 from lbsync.common.backoff import Backoff
 from lbsync.kv.consul import CATALOG_NEEDS, AclRefusal, AclState, Agents, Fault, FaultKind
-from lbsync.model.contract import ParseCache
 from lbsync.model.values import Snapshot
 from lbsync.sources.consul.changes import (
     HealthState,
@@ -27,11 +27,12 @@ from lbsync.sources.consul.changes import (
 from lbsync.sources.consul.mapping import (
     KVView,
     ServiceView,
-    compose,
     exposed,
+    kv_keys,
     kv_view,
     service_view,
 )
+from lbsync.sources.consul.parts import ComposeCache, compose
 from lbsync.sources.consul.watch import Read, Retry, blocking_reads
 
 EXPLAIN_WAIT: Final = 2.0
@@ -72,7 +73,8 @@ class Watchers:
         self.agents = agents
         self.retry = Retry(retry, random.Random())
         self.resync = resync
-        self.parse_cache = ParseCache()
+        self.held = kv_keys(prefix)  # the KV keys by part, from one read to the next
+        self.composed = ComposeCache()  # the snapshot's parts and what each was made of
         self.kv: KVView | None = None
         self.catalog: CatalogView | None = None
         self.health: HealthState | None = None
@@ -118,8 +120,7 @@ class Watchers:
             composed = self._compose()
             if composed is None:
                 continue
-            snapshot, kind = composed
-            snapshot = snapshot.sharing(last)
+            snapshot, kind = composed  # its unchanged parts are the last one's objects
             if snapshot == last or (kind is not None and kind == last_kind):
                 continue  # a repeat, or a fault of the kind already reported
             last, last_kind = snapshot, kind
@@ -190,7 +191,7 @@ class Watchers:
         return found, items
 
     def _set_kv(self, items: list[tuple[str, bytes | None]]) -> None:
-        self.kv = kv_view(items, prefix=self.prefix, cache=self.parse_cache)
+        self.kv = kv_view(items, prefix=self.prefix, held=self.held)
         self._sync()
         self.changed.set()
 
@@ -365,5 +366,9 @@ class Watchers:
             return None
         services = {service: self.services[service] for service in self.exposed}
         return compose(
-            source=self.name, kv=self.kv, catalog=self.catalog.services, services=services
+            source=self.name,
+            kv=self.kv,
+            catalog=self.catalog.services,
+            services=services,
+            cache=self.composed,
         ), None

@@ -1,12 +1,14 @@
 """The Consul source: KV contract under a prefix, plus catalog instances and their health.
 
 Three blocking queries (see `watch`) and one reader report into one place; every batch of
-changes is composed into a whole snapshot (see `mapping.compose`) and yielded when it differs:
+changes is composed into a whole snapshot and yielded when it differs. The snapshot is composed
+by part (`parts.compose`): only the parts of the services a change touched are made again, the
+others are the last snapshot's objects, so the merge and the desired state redo only those:
 
 - `token`: once at start, `/v1/acl/token/self`; a configured token that Consul does not know
   is reported at once, before any read could look like "everything was deleted";
-- `kv`: recursive read of the prefix (blocking, stale); only the keys whose text changed are
-  parsed again (`ParseCache`);
+- `kv`: recursive read of the prefix (blocking, stale); only the keys whose value changed are
+  parsed again, and only their parts are new (`model.held`);
 - `catalog`: `/v1/catalog/services` (blocking, stale), for the `lbsync.route=` tags, which
   services exist, and its index (a re-registration the health state cannot show moves it);
 - `health`: `/v1/health/state/any` (blocking, stale): every check, to see which services moved;
@@ -16,7 +18,8 @@ changes is composed into a whole snapshot (see `mapping.compose`) and yielded wh
   `resync` seconds.
 
 So the source holds at most four connections to its agent (`kv.consul.SOURCE_POOL`), however
-many services it exposes, and a change costs reads of the services it touched.
+many services it exposes, and a change costs reads of the services it touched and the
+composition of their parts.
 
 The ACL trap: with a default-deny ACL and a missing or unknown token, Consul answers 403, or
 404 for a recursive KV read and `{}` for the catalog, which looks like everything was deleted.
