@@ -331,25 +331,3 @@ def parse_raw(raw: Mapping[str, str], *, describe: Callable[[str], str]) -> Pars
         for key, text in raw.items()
         if is_contract_key(key)
     )
-
-
-class ParseCache:
-    """`parse_raw` for a source that re-parses its whole prefix on every change: each key is
-    parsed again only when its text changed, so one write costs one key's parse, not all."""
-
-    def __init__(self) -> None:
-        self._parsed: dict[str, tuple[str, Entry | Rejection | None]] = {}
-
-    def parse(self, raw: Mapping[str, str], *, describe: Callable[[str], str]) -> Parsed:
-        """The same result as `parse_raw(raw, describe=describe)`."""
-        parsed: dict[str, tuple[str, Entry | Rejection | None]] = {}
-        for key, text in raw.items():
-            if not is_contract_key(key):
-                continue
-            known = self._parsed.get(key)
-            if known is not None and known[0] == text:
-                parsed[key] = known
-                continue
-            parsed[key] = (text, parse_one(key, text, decoded=False, describe=describe))
-        self._parsed = parsed
-        return _split((key, result) for key, (_, result) in parsed.items())
