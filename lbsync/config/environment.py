@@ -38,6 +38,8 @@ KNOWN_PATHS: Final = (
     ("apply", "min_wait"),
     ("apply", "max_wait"),
     ("apply", "fast_lane"),
+    ("rollout", "drive"),
+    ("rollout", "lease_ttl"),
     ("api", "listen"),
     ("api", "token_file"),
     ("api", "open"),
