@@ -243,3 +243,46 @@ async def test_on_consul_a_session_lock_elects_the_driver_and_survives_its_death
         record = await finished(store)
     each_step_once(await store.step_writes())
     assert record["phase"] == "done"
+
+
+async def rollout(site: Site, *words: str) -> str:
+    code, out, err = await site.lbsync_async("rollout", *words)
+    assert code == 0, err
+    return out
+
+
+async def phase_is(store: Store, phase: str) -> None:
+    async def there() -> bool:
+        return (await store.record()).get("phase") == phase
+
+    await async_wait_until(there, 30, f"the rollout {phase}")
+
+
+async def test_pause_resume_promote_and_abort_reach_the_driving_daemon(
+    tmp_path: Path, etcd_store: tuple[str, Store]
+) -> None:
+    source, store = etcd_store
+    with daemons(tmp_path, source, "2s", count=1) as pool:
+        site = pool[0].site
+        start = ("start", "shop", "--to", "green", "--steps", "10,50", "--interval", "1h")
+        await rollout(site, *start)
+        await async_wait_until(lambda: _at_step(store, 1), 60, "the rollout at its first step")
+        assert "pausing" in await rollout(site, "pause", "shop")
+        await phase_is(store, "paused")
+        status = await rollout(site, "status", "shop")
+        assert "shop: paused, to green, step 1/2, at 10%, driven by" in status, status
+        assert "step 1: green at 10%" in status
+        assert "resumed" in await rollout(site, "resume", "shop")
+        await phase_is(store, "running")
+        await rollout(site, "promote", "shop")
+        await phase_is(store, "done")
+        assert (await store.split())["groups"] == {"green": 100}
+        assert (await store.step_writes())[-1] == "rollout to green: 100%"
+
+        await rollout(
+            site, "start", "shop", "--to", "green", "--steps", "10,50", "--interval", "1h"
+        )
+        await async_wait_until(lambda: _at_step(store, 1), 60, "the second rollout's first step")
+        assert "split reverted" in await rollout(site, "abort", "shop")
+        await phase_is(store, "aborted")
+        assert (await store.split())["groups"] == {"green": 100}  # where it started
