@@ -92,14 +92,33 @@ async def test_the_dashboard_shows_the_split_and_follows_a_change_without_a_relo
         navigations = []
         page.on("framenavigated", lambda frame: navigations.append(frame.url))
 
-        rollout = {"phase": "running", "to": "green", "share": 80, "steps": [10, 80, 100]}
+        rollout = {
+            "phase": "running",
+            "to": "green",
+            "share": 80,
+            "steps": [10, 80, 100],
+            "mode": "daemon",
+            "driver": "host-a pid 41",
+            "events": [
+                {"at": 1_700_000_000, "what": "step 1: green at 10%", "by": "host-a pid 40"},
+                {"at": 1_700_000_030, "what": "driven by host-a pid 41", "by": "host-a pid 41"},
+                {"at": 1_700_000_031, "what": "step 2: green at 80%", "by": "host-a pid 41"},
+                "not an event",
+            ],
+        }
         site.write_services(shop(ports, {"blue": 20, "green": 80}, rollout=rollout))
         await until_shown(page, "target", "green", 0.80)
         await until_shown(page, "achieved", "blue", 0.20)
         assert round(await share_shown(page, "target", "blue"), 2) == 0.20
         assert "applied" in await page.locator("#applies").inner_text()
         shown = await card.locator('[data-rollout="running"]').inner_text()
-        assert shown.startswith("Rollout to green: running · at 80.0% · steps 10 → 80 → 100 %")
+        assert shown.startswith(
+            "Rollout to green: running · at 80.0% · steps 10 → 80 → 100 % · driven by host-a pid 41"
+        )
+        timeline = card.locator('[data-timeline="3"] li')
+        assert await timeline.count() == 3
+        assert "step 2: green at 80%" in await timeline.nth(2).inner_text()
+        assert "driven by host-a pid 41" in await timeline.nth(1).inner_text()
         assert navigations == []  # followed by polling, not by reloading the page
 
         screenshot = tmp_path / "dashboard.png"

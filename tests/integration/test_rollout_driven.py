@@ -88,14 +88,16 @@ class Store:
 
     async def record(self) -> dict[str, Any]:
         text = await self._get("lbsync/services/shop/rollout")
-        return json.loads(text) if text else {}
+        found: dict[str, Any] = json.loads(text) if text else {}
+        return found
 
     async def driver(self) -> str | None:
         found: str | None = await self._get("lbsync/services/shop/rollout-driver")
         return found
 
     async def split(self) -> dict[str, Any]:
-        return json.loads((await self._get("lbsync/services/shop/split")) or "{}")
+        found: dict[str, Any] = json.loads((await self._get("lbsync/services/shop/split")) or "{}")
+        return found
 
     async def step_writes(self) -> list[str]:
         text = await self._get("lbsync/services/shop/split-history")
