@@ -18,7 +18,9 @@ from lbsync.core.state import BuildCache, DesiredState, build
 from lbsync.daemon.api import StatusApi
 from lbsync.daemon.applylog import log_report
 from lbsync.daemon.collector import Collector
+from lbsync.daemon.observed import Observed
 from lbsync.daemon.status import SourceStatus, Status
+from lbsync.haproxy.stats import StatsReader
 from lbsync.model.catalog import MergeCache
 from lbsync.model.values import Catalog, Snapshot
 from lbsync.pipeline import fsio
@@ -77,6 +79,9 @@ class Daemon:
         self._logged_rejections: frozenset[str] = frozenset()
         # Read-only HTTP over `status`; `api.address` is published once it listens.
         self.api = StatusApi(lambda: self.status, listen=config.api.listen, token=config.api.token)
+        stats = StatsReader(config)
+        self.observed = Observed(stats.command if stats.available else None)
+        self.api.traffic = self.observed.ask
         self.api.metrics.count_requests(
             lambda: [(s.name, s.requests) for s in self.sources if isinstance(s, Counted)]
         )
@@ -119,6 +124,7 @@ class Daemon:
                     group.create_task(self._fast_lane())
                 if self.api.listen is not None:
                     group.create_task(self.api.serve())
+                    group.create_task(self.observed.run(self.desired_state))
                 for task in beside:
                     group.create_task(task())
                 group.create_task(until_stopped())
