@@ -132,7 +132,7 @@ async def _foreground(config: Config, spec: RolloutSpec) -> int:
     return EXIT_OK
 
 
-def describe(service: str, fields: dict[str, Any], driver: str | None, now: float) -> str:
+def describe(service: str, fields: dict[str, Any], *, driver: str | None, now: float) -> str:
     """One line on a rollout: phase, step, share, who drives it and since when it said so."""
     steps = _list(fields.get("steps"))
     step = fields.get("step", 0)
@@ -197,17 +197,17 @@ async def _status(store: Store, service: str, *, watch: bool) -> int:
     for line in timeline(fields):
         print(line)
     if not watch:
-        print(describe(service, fields, driver, time.time()))
+        print(describe(service, fields, driver=driver, now=time.time()))
         return EXIT_OK
     progress = Progress(sys.stdout, interactive=sys.stdout.isatty())
     seen = len(timeline(fields))
     while phase_of(fields.get("phase")) in ACTIVE:
-        progress.status(describe(service, fields, driver, time.time()))
+        progress.status(describe(service, fields, driver=driver, now=time.time()))
         await asyncio.sleep(WATCH_EVERY)
         fields, driver = await _read(store, service)
         lines = timeline(fields)
         for line in lines[seen:] if len(lines) >= seen else lines:
             progress.line(line)
         seen = len(lines)
-    progress.line(describe(service, fields, driver, time.time()))
+    progress.line(describe(service, fields, driver=driver, now=time.time()))
     return EXIT_OK if fields.get("phase") == Phase.DONE.value else EXIT_FAILED

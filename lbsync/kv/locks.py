@@ -74,7 +74,7 @@ class Locks(Protocol):
 
 
 async def _keep(
-    lock: HeldLock, renew: Callable[[], Awaitable[bool]], period: float, patience: float
+    lock: HeldLock, renew: Callable[[], Awaitable[bool]], *, period: float, patience: float
 ) -> None:
     """Renew every `period` until cancelled; `lost` once the store says the lock is gone, or
     once no renewal succeeded for `patience` seconds."""
@@ -129,7 +129,7 @@ class EtcdLocks:
             await self.client.revoke(lease)
 
         lock = HeldLock(key=key, holder=holder, ttl=ttl, releaser=release)
-        lock.keeper = asyncio.create_task(_keep(lock, renew, ttl / 3, ttl * 2 / 3))
+        lock.keeper = asyncio.create_task(_keep(lock, renew, period=ttl / 3, patience=ttl * 2 / 3))
         return lock
 
 
@@ -189,7 +189,9 @@ class ConsulLocks:
             await self._destroy(session)  # `delete` behaviour: the key goes with it
 
         lock = HeldLock(key=key, holder=holder, ttl=float(seconds), releaser=release)
-        lock.keeper = asyncio.create_task(_keep(lock, renew, seconds / 2, seconds * 2 / 3))
+        lock.keeper = asyncio.create_task(
+            _keep(lock, renew, period=seconds / 2, patience=seconds * 2 / 3)
+        )
         return lock
 
     async def _destroy(self, session: str) -> None:

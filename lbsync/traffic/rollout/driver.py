@@ -136,7 +136,7 @@ class Rollout:
         start = await read(self.store, self.spec.service)
         record = RolloutRecord(self.store, self.spec, start.value, split_revision=start.revision)
         await record.claim()
-        await self._steps(record, start, 0, Place(start.revision), revert_on_cancel=True)
+        await self._steps(record, start, done=0, place=Place(start.revision), revert_on_cancel=True)
 
     async def resume(self, record: RolloutRecord) -> None:
         """As a daemon's driver: on from where `record` says the rollout is, through every
@@ -147,12 +147,14 @@ class Rollout:
         phase = record.phase
         record.event(f"driven by {record.driver}")
         if phase is Phase.ABORTING:
-            await self._stop(record, start, recorded, Aborted("aborted by an operator"))
+            await self._stop(record, start, place=recorded, error=Aborted("aborted by an operator"))
         elif phase is Phase.REVERTING:
-            await self._stop(record, start, recorded, GateFailed(record.message or "reverting"))
+            await self._stop(
+                record, start, place=recorded, error=GateFailed(record.message or "reverting")
+            )
         else:
             done, place = await self._adopted(record, start, recorded)
-            await self._steps(record, start, done, place, revert_on_cancel=False)
+            await self._steps(record, start, done=done, place=place, revert_on_cancel=False)
 
     async def _adopted(
         self, record: RolloutRecord, start: Current, recorded: Place
@@ -180,9 +182,9 @@ class Rollout:
         self,
         record: RolloutRecord,
         start: Current,
+        *,
         done: int,
         place: Place,
-        *,
         revert_on_cancel: bool,
     ) -> None:
         """The steps after the first `done`, then `done`; a promotion jumps to 100 %."""
@@ -190,14 +192,14 @@ class Rollout:
         self.place = place
         try:
             try:
-                await self._advance(record, start, done, by)
+                await self._advance(record, start, done=done, by=by)
             except Promoted:
                 number = len(self.spec.steps) + (self.spec.steps[-1] != 100)
-                await self._step(record, start, number, 100.0, why="promoted")
+                await self._step(record, start, number=number, share=100.0, why="promoted")
             record.event("done")
             await record.publish(Phase.DONE, message="reached the last step")
         except STOPPED as error:
-            await self._stop(record, start, self.place, error)
+            await self._stop(record, start, place=self.place, error=error)
             raise
         except (asyncio.CancelledError, KeyboardInterrupt):
             if revert_on_cancel:
@@ -207,7 +209,7 @@ class Rollout:
                     )
             raise
 
-    async def _advance(self, record: RolloutRecord, start: Current, done: int, by: str) -> None:
+    async def _advance(self, record: RolloutRecord, start: Current, *, done: int, by: str) -> None:
         """Through the steps after the first `done`; `Promoted` when a promotion is asked."""
         if record.phase is Phase.PROMOTING:
             raise Promoted
@@ -220,16 +222,16 @@ class Rollout:
                 await self._pause(record, share, by)
             paused = False
             self._check_health(by)
-            await self._step(record, start, number, share)
+            await self._step(record, start, number=number, share=share)
             await self._hold(record, share, by, last=number == len(self.spec.steps))
 
     async def _step(
         self,
         record: RolloutRecord,
         start: Current,
+        *,
         number: int,
         share: float,
-        *,
         why: str = "",
     ) -> None:
         """Write one step's split and record it (the record names the step done); `place`
@@ -244,7 +246,7 @@ class Rollout:
         self.progress.line(f"step {number}/{len(self.spec.steps)}: {self.spec.to} at {share:g}%")
 
     async def _stop(
-        self, record: RolloutRecord, start: Current, place: Place, error: Exception
+        self, record: RolloutRecord, start: Current, *, place: Place, error: Exception
     ) -> None:
         """The split put back and the end recorded, after `error` stopped the rollout. A
         daemon's rollout records `reverting` first, so a driver that dies meanwhile leaves
