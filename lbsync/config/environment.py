@@ -43,6 +43,9 @@ KNOWN_PATHS: Final = (
     ("api", "listen"),
     ("api", "token_file"),
     ("api", "open"),
+    ("analysis", "prometheus"),
+    ("analysis", "timeout"),
+    ("analysis", "window"),
 )
 SECRETS: Final = frozenset({("source", "etcd", "password"), ("source", "consul", "token")})
 

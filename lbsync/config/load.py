@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lbsync.config.analysis import analysis_config
 from lbsync.config.api import api_config
 from lbsync.config.environment import apply_environment
 from lbsync.config.reader import Reader
@@ -40,7 +41,7 @@ def _targets(root: Reader) -> tuple[TargetConfig, ...]:
 
 
 def _parse(root: Reader, path: Path) -> Config:
-    root.check_known({"source", "target", "apply", "api", "health", "rollout"})
+    root.check_known({"source", "target", "apply", "api", "health", "rollout", "analysis"})
     sources = root.table_at("source")
     sources.check_known({"file", "etcd", "consul"})
     if not sources.table:
@@ -70,6 +71,7 @@ def _parse(root: Reader, path: Path) -> Config:
         fast_lane=apply.flag("fast_lane", True),
         api=api_config(root.table_at("api")),
         rollout=RolloutConfig(drive=rollout.flag("drive", True), lease_ttl=lease_ttl),
+        analysis=analysis_config(root.table_at("analysis")),
     )
 
 

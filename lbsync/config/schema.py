@@ -146,6 +146,15 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True)
+class AnalysisConfig:
+    """Where rollouts' metric gates read (`[analysis]`): a Prometheus, or none."""
+
+    prometheus: str | None = None  # normalised by `analysis.prometheus_url`
+    timeout: float = 5.0  # one query's
+    window: float = 60.0  # the templates' rate window (`{window}`)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -162,3 +171,4 @@ class Config:
     fast_lane: bool = True
     api: ApiConfig = field(default_factory=ApiConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
