@@ -48,6 +48,7 @@ async def run(config: Config) -> int:
             state=daemon.desired_state,
             stats=StatsReader(config),
             ttl=config.rollout.lease_ttl,
+            analysis=config.analysis,
         )
         await daemon.run(stop, beside=(drivers.run,))
     return EXIT_OK

@@ -116,6 +116,29 @@ def _rollout(rollout: argparse.ArgumentParser) -> None:
         help="drive the rollout from this process until it ends (`rollout SERVICE` does too)",
     )
     rollout.add_argument("--watch", action="store_true", help="`status`: follow until it ends")
+    rollout.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        help="a Prometheus gate: error-ratio<0.05, latency<0.3 or NAME=QUERY<THRESHOLD "
+        "(repeatable; [analysis] prometheus)",
+    )
+    rollout.add_argument("--failure-limit", type=int, default=1, help="failed readings that revert")
+    rollout.add_argument(
+        "--inconclusive-limit",
+        type=int,
+        default=3,
+        help="inconclusive readings in a row that pause",
+    )
+    rollout.add_argument(
+        "--hook",
+        action="append",
+        default=[],
+        help="KIND=URL, KIND pre-rollout|step|confirm-promotion|post-rollout|rollback (repeatable)",
+    )
+    rollout.add_argument(
+        "--hook-header", action="append", default=[], help='"Name: value" sent with every hook'
+    )
 
 
 def parser() -> argparse.ArgumentParser:

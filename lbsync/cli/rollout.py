@@ -24,6 +24,7 @@ from lbsync.sources.build import sources_for
 from lbsync.sources.follow import Following, SourceUnusable
 from lbsync.traffic.rollout.driver import FollowedStates, Rollout
 from lbsync.traffic.rollout.gates import GateFailed
+from lbsync.traffic.rollout.judges import judges_for
 from lbsync.traffic.rollout.record import DAEMON, Aborted, RolloutRecord, request
 from lbsync.traffic.rollout.spec import ACTIVE, Phase, RolloutSpec, parse_steps, phase_of
 from lbsync.traffic.splits import Current, SplitError, known_groups, read, require_service
@@ -59,6 +60,11 @@ def _spec(arguments: argparse.Namespace, service: str) -> RolloutSpec:
         max_error_rate=arguments.max_error_rate,
         pause_at=parse_steps(arguments.pause_at, "--pause-at") if arguments.pause_at else (),
         reason=arguments.reason,
+        metrics=tuple(arguments.metric),
+        hooks=tuple(arguments.hook),
+        hook_headers=tuple(arguments.hook_header),
+        failure_limit=arguments.failure_limit,
+        inconclusive_limit=arguments.inconclusive_limit,
     )
 
 
@@ -75,11 +81,14 @@ async def rollout_command(config: Config, arguments: argparse.Namespace) -> int:
             return await _status(store, words[1], watch=arguments.watch)
     if len(words) == 2 and words[0] == "start" and arguments.to:
         spec = _spec(arguments, words[1])
+        judges_for(spec, config.analysis)  # every gate and hook understood before anything
         if arguments.foreground:
             return await _foreground(config, spec)
         return await _start(config, spec)
     if len(words) == 1 and arguments.to:
-        return await _foreground(config, _spec(arguments, words[0]))
+        spec = _spec(arguments, words[0])
+        judges_for(spec, config.analysis)
+        return await _foreground(config, spec)
     raise SplitError(
         "usage: lbsync rollout start SERVICE --to GROUP [--steps ...] [--foreground], "
         "or rollout status|pause|resume|promote|abort SERVICE"
@@ -122,6 +131,7 @@ async def _foreground(config: Config, spec: RolloutSpec) -> int:
             states=states,
             stats=StatsReader(config),
             progress=Progress(sys.stdout, interactive=sys.stdout.isatty()),
+            judges=judges_for(spec, config.analysis),
         )
         try:
             await rollout.run()

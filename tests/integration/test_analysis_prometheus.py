@@ -16,13 +16,12 @@ from pathlib import Path
 import pytest
 from support.ports import free_port
 from support.processes import Backends, HAProxy
-from support.prometheus import PrometheusServer
+from support.prometheus import PrometheusServer, with_exporter
 from support.servicesfile import instance
 from support.site import Site
 from support.traffic import tally
 from support.waiting import async_wait_until
 
-from lbsync.config import TEMPLATES_DIR
 from lbsync.core.state import server_name
 from lbsync.traffic.analysis.measure import measure
 from lbsync.traffic.analysis.metrics import MetricGate, Target, parse_metric
@@ -51,17 +50,6 @@ class World:
         counts = await tally(self.site.port, HOST, requests, clients=6)
         assert sum(counts.values()) == requests
         assert counts["HTTP 500"] > 0 and counts["blue-1"] > 0 and counts["amber-1"] > 0
-
-
-def with_exporter(path: Path, port: int) -> Path:
-    """The shipped template with a frontend serving HAProxy's Prometheus exporter."""
-    text = (TEMPLATES_DIR / "haproxy.cfg.j2").read_text()
-    path.write_text(
-        text + "\nfrontend lbsync-metrics\n"
-        f"    bind 127.0.0.1:{port}\n"
-        "    http-request use-service prometheus-exporter if { path /metrics }\n"
-    )
-    return path
 
 
 @pytest.fixture(scope="module")

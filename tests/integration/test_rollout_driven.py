@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from support.consul import ConsulAgent
+from support.daemons import Daemon, daemons
 from support.etcd import EtcdServer
-from support.ports import free_port
-from support.processes import stop_process
 from support.site import Site
 from support.waiting import async_wait_until
 
@@ -30,54 +24,6 @@ from lbsync.kv.etcd import EtcdClient
 ROUTE = {"hosts": ["shop.example.com"]}
 STEPS = (10, 50, 100)
 INTERVAL = "3s"
-
-
-class Daemon:
-    """One `lbsync run` with its own site (an unreloaded HAProxy file), logging to a file."""
-
-    def __init__(self, root: Path, source: str, ttl: str) -> None:
-        self.site = Site(root=root, kind="haproxy", port=free_port())
-        self.site.write_config(
-            source=f'{source}\n[rollout]\nlease_ttl = "{ttl}"\n', reload='{ method = "none" }'
-        )
-        self.log = root / "lbsync.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as output:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "lbsync", "-c", str(self.site.config_path), "run"],
-                stdout=subprocess.DEVNULL,
-                stderr=output,
-                cwd=self.site.root,
-            )
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-
-
-@contextmanager
-def daemons(root: Path, source: str, ttl: str, count: int = 2) -> Iterator[list[Daemon]]:
-    """`count` daemons started, stopped at the end."""
-    found = [Daemon(root / f"daemon-{n}", source, ttl) for n in range(count)]
-    try:
-        for daemon in found:
-            daemon.start()
-        yield found
-    finally:
-        for daemon in found:
-            daemon.stop()
 
 
 class Store:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from lbsync.config import TEMPLATES_DIR
 from support.ports import free_port
 from support.processes import stop_process
 from support.waiting import wait_until
@@ -123,3 +124,14 @@ class PrometheusServer:
         if self.process is not None and self.process.poll() is None:
             self.thaw()
             stop_process(self.process)
+
+
+def with_exporter(path: Path, port: int) -> Path:
+    """The shipped template with a frontend serving HAProxy's Prometheus exporter."""
+    text = (TEMPLATES_DIR / "haproxy.cfg.j2").read_text()
+    path.write_text(
+        text + "\nfrontend lbsync-metrics\n"
+        f"    bind 127.0.0.1:{port}\n"
+        "    http-request use-service prometheus-exporter if { path /metrics }\n"
+    )
+    return path

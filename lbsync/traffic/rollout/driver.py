@@ -31,6 +31,8 @@ from lbsync.haproxy.stats import ErrorCounts
 from lbsync.kv.store import Store, StoreError
 from lbsync.model.values import HealthMode
 from lbsync.sources.follow import Following, SourceUnusable
+from lbsync.traffic.analysis.readings import ReadingError
+from lbsync.traffic.analysis.tally import Tally
 from lbsync.traffic.rollout.gates import (
     GateFailed,
     check_errors,
@@ -38,6 +40,8 @@ from lbsync.traffic.rollout.gates import (
     eligible_in,
     members,
 )
+from lbsync.traffic.rollout.hooks import HookKind
+from lbsync.traffic.rollout.judges import Judges, analysed, confirmed, hooked
 from lbsync.traffic.rollout.record import (
     CONTROL_POLL,
     DAEMON,
@@ -121,12 +125,14 @@ class Rollout:
         states: DesiredStates,
         stats: Counters,
         progress: Progress,
+        judges: Judges | None = None,
     ) -> None:
         self.spec = spec
         self.store = store
         self.states = states
         self.stats = stats
         self.progress = progress
+        self.judges = judges or Judges()
         self.place = Place(0)  # where the rollout left the split (`_steps` keeps it)
 
     async def run(self) -> None:
@@ -144,6 +150,8 @@ class Rollout:
         lock lost, the daemon stopping), it stops where it is, for the next driver."""
         start = Current(record.start_split, record.progress["start_revision"])
         recorded = Place(record.progress["split_revision"])
+        with contextlib.suppress(ReadingError):  # a tally that cannot be read starts again
+            self.judges.tally = Tally.from_json(record.progress.get("tally", []))
         phase = record.phase
         record.event(f"driven by {record.driver}")
         if phase is Phase.ABORTING:
@@ -198,6 +206,7 @@ class Rollout:
                 await self._step(record, start, number=number, share=100.0, why="promoted")
             record.event("done")
             await record.publish(Phase.DONE, message="reached the last step")
+            await self._told(record, HookKind.POST_ROLLOUT)
         except STOPPED as error:
             await self._stop(record, start, place=self.place, error=error)
             raise
@@ -217,13 +226,41 @@ class Rollout:
         if paused:
             await self._paused(record, by)
         self._check_health(by)
+        if done == 0:
+            await hooked(self.judges, record, HookKind.PRE_ROLLOUT, step=0, share=None)
         for number, share in list(enumerate(self.spec.steps, 1))[done:]:
             if share in self.spec.pause_at and not paused:
                 await self._pause(record, share, by)
             paused = False
             self._check_health(by)
+            if number == len(self.spec.steps):
+                await confirmed(
+                    self.judges, record, step=number, share=share, wait=self._watching(record, by)
+                )
             await self._step(record, start, number=number, share=share)
+            await hooked(self.judges, record, HookKind.STEP, step=number, share=share)
             await self._hold(record, share, by, last=number == len(self.spec.steps))
+            await analysed(
+                self.judges,
+                record,
+                servers=[server.name for server in members(self._service(), by, self.spec.to)],
+                wait=self._watching(record, by),
+                paused=lambda: self._paused(record, by),
+            )
+
+    def _watching(self, record: RolloutRecord, by: str) -> Callable[[float], Awaitable[None]]:
+        """A wait of some seconds that still answers the record's controls and checks health."""
+
+        async def wait(seconds: float) -> None:
+            deadline = asyncio.get_running_loop().time() + seconds
+            while (remaining := deadline - asyncio.get_running_loop().time()) > CLOCK_SLACK:
+                await asyncio.sleep(min(CONTROL_POLL, remaining))
+                if await _controlled(record) is Phase.PAUSED:
+                    await self._paused(record, by)
+                await record.beat()
+                self._check_health(by)
+
+        return wait
 
     async def _step(
         self,
@@ -258,6 +295,16 @@ class Rollout:
             with contextlib.suppress(Aborted, SplitError, StoreError):
                 await record.publish(Phase.REVERTING, message=str(error))
         await self._end(record, start, place, phase=phase, why=str(error), store=failed)
+        await self._told(record, HookKind.ROLLBACK)
+
+    async def _told(self, record: RolloutRecord, kind: HookKind) -> None:
+        """Hooks told how the rollout ended; their answer changes nothing (said in the log)."""
+        share = record.progress.get("share")
+        step = record.progress.get("step", 0)
+        with contextlib.suppress(GateFailed, StoreError, SplitError, Aborted):
+            found = await hooked(self.judges, record, kind, step=step, share=share)
+            if found is not None:
+                self.progress.line(f"{kind.value} hooks: {found.message}")
 
     def _service(self) -> ServiceState | None:
         return self.states.state().service(self.spec.service)

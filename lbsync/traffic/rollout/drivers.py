@@ -23,12 +23,14 @@ import os
 import socket
 from collections.abc import Callable
 
+from lbsync.config.schema import AnalysisConfig
 from lbsync.core.state import DesiredState
 from lbsync.kv.locks import HeldLock, LockError, Locks
 from lbsync.kv.store import Store, StoreError
 from lbsync.model.keys import driver_key, rollout_key
 from lbsync.model.values import RawKeys
 from lbsync.traffic.rollout.driver import STOPPED, Counters, Rollout
+from lbsync.traffic.rollout.judges import judges_for
 from lbsync.traffic.rollout.record import DAEMON, RolloutRecord
 from lbsync.traffic.rollout.spec import ACTIVE, phase_of
 from lbsync.traffic.splits import SplitError
@@ -95,6 +97,7 @@ class Drivers:
         state: Callable[[], DesiredState | None],
         stats: Counters,
         ttl: float,
+        analysis: AnalysisConfig | None = None,
         holder: str | None = None,
     ) -> None:
         self.store = store
@@ -103,6 +106,7 @@ class Drivers:
         self.states = _States(state)
         self.stats = stats
         self.ttl = ttl
+        self.analysis = analysis or AnalysisConfig()
         self.holder = holder or holder_name()
         self._contending: dict[str, asyncio.Task[None]] = {}
 
@@ -161,6 +165,7 @@ class Drivers:
             if found is None or not _active(found.value):
                 return True
             record = RolloutRecord.resumed(self.store, service, found)
+            judges = judges_for(record.spec, self.analysis)
         except StoreError as error:
             log.warning("rollout of %s: %s; trying again", service, error)
             return False
@@ -175,6 +180,7 @@ class Drivers:
             states=self.states,
             stats=self.stats,
             progress=LogProgress(service),
+            judges=judges,
         )
         driving = asyncio.create_task(rollout.resume(record))
         lost = asyncio.create_task(lock.lost.wait())

@@ -36,6 +36,7 @@ CONTROL_POLL = 0.2
 FOREGROUND = "foreground"
 DAEMON = "daemon"
 MAX_EVENTS = 100
+JUDGED = ("hooked", "hook_results", "readings", "tally")
 HEARTBEAT_MAX = 30.0
 STORE_PATIENCE = 30.0  # how long a stopping rollout retries an unreachable store
 REQUEST_ATTEMPTS = 5
@@ -156,6 +157,13 @@ class RolloutRecord:
             "share": share,
             "split_revision": revisions[0],
             "start_revision": revisions[1],
+            # what the judges kept: hooks sent (never sent twice), results, readings, tally
+            **{
+                name: fields[name]
+                for name in JUDGED
+                if isinstance(fields.get(name), list)
+                and (name != "hooked" or all(isinstance(mark, str) for mark in fields[name]))
+            },
         }
         events = fields.get("events")
         record.events = (

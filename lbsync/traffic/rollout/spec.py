@@ -47,6 +47,11 @@ class RolloutSpec:
     max_error_rate: float = 0.05
     pause_at: tuple[float, ...] = ()
     reason: str = ""
+    metrics: tuple[str, ...] = ()  # `--metric` texts (`analysis/metrics.py`)
+    hooks: tuple[str, ...] = ()  # `--hook KIND=URL` texts (`rollout/hooks.py`)
+    hook_headers: tuple[str, ...] = ()  # `--hook-header "Name: value"` texts
+    failure_limit: int = 1
+    inconclusive_limit: int = 3
 
     def fields(self) -> dict[str, Any]:
         """What a record keeps of the spec, so that any daemon can drive it (`from_record`)."""
@@ -58,6 +63,11 @@ class RolloutSpec:
             "max_error_rate": self.max_error_rate,
             "pause_at": list(self.pause_at),
             "reason": self.reason,
+            "metrics": list(self.metrics),
+            "hooks": list(self.hooks),
+            "hook_headers": list(self.hook_headers),
+            "failure_limit": self.failure_limit,
+            "inconclusive_limit": self.inconclusive_limit,
         }
 
 
@@ -83,6 +93,12 @@ def from_record(service: str, fields: dict[str, Any]) -> RolloutSpec:
             return ()
         return parse_steps(",".join(f"{s:g}" for s in value), name)
 
+    def texts(name: str) -> tuple[str, ...]:
+        value = fields.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+            raise SplitError(f"the rollout record of {service}: {name} is not a list of texts")
+        return tuple(value)
+
     to, reason = fields.get("to"), fields.get("reason", "")
     if not isinstance(to, str) or not GROUP_RE.fullmatch(to):
         raise SplitError(f"the rollout record of {service}: to is not a group name")
@@ -95,6 +111,15 @@ def from_record(service: str, fields: dict[str, Any]) -> RolloutSpec:
         max_error_rate=number("max_error_rate", 0.0, 1.0),
         pause_at=shares("pause_at", empty=True),
         reason=reason if isinstance(reason, str) else "",
+        metrics=texts("metrics"),
+        hooks=texts("hooks"),
+        hook_headers=texts("hook_headers"),
+        failure_limit=int(number("failure_limit", 1, 1_000_000))
+        if "failure_limit" in fields
+        else 1,
+        inconclusive_limit=(
+            int(number("inconclusive_limit", 1, 1_000_000)) if "inconclusive_limit" in fields else 3
+        ),
     )
 
 
