@@ -415,7 +415,7 @@ catalog_routes = st.fixed_dictionaries(
                 "path": st.from_regex(checks.PATH_RE, fullmatch=True),
                 "interval_ms": st.integers(100, 3_600_000),
             }
-        )
+        ),
     },
 )
 catalog_instances = st.fixed_dictionaries(

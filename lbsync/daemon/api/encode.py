@@ -170,7 +170,7 @@ def split_json(split: Split) -> JSON:
         "by": split.by,
         "groups": [{"name": name, "share": share} for name, share in split.groups],
         "on_empty": split.on_empty.value,
-        "pin": None if split.pin is None else {"header": split.pin.header, "cookie": split.pin.cookie},
+        "pin": None if (pin := split.pin) is None else {"header": pin.header, "cookie": pin.cookie},
     }
 
 
