@@ -13,7 +13,9 @@
 #                         not have it), podman with runc and debootstrap (the
 #                         container tests make a base image, build lbsync's
 #                         image and run it beside an HAProxy container), wrk
-#                         (their load generator) and Consul (via
+#                         (their load generator), prometheus (the rollout
+#                         analysis tests scrape a real HAProxy's exporter
+#                         with it) and Consul (via
 #                         scripts/install-consul.sh, since bookworm does not
 #                         package it)
 #
@@ -38,7 +40,7 @@ for arg in "$@"; do
     case "$arg" in
         --with-test-servers) WITH_TEST_SERVERS=1 ;;
         -h | --help)
-            sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -50,7 +52,7 @@ done
 
 wanted=(haproxy ca-certificates)
 if [[ $WITH_TEST_SERVERS == 1 ]]; then
-    wanted+=(nginx etcd-server openssl chromium libatomic1 podman runc debootstrap wrk)
+    wanted+=(nginx etcd-server openssl chromium libatomic1 podman runc debootstrap wrk prometheus)
 fi
 # `python3 -m venv --help` alone is not enough: Debian's python3 ships the
 # venv module but not ensurepip (that lives in python3-venv), so creating a

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from _pytest.terminal import TerminalReporter
 from support import summary
+from support.consul import ConsulAgent, consul_binary, running_agent
 from support.etcd import PROGRESS_EVERY_SECOND, EtcdServer
 from support.ports import PORTS_DIRECTORY, free_port
 from support.processes import Backends, HAProxy, Nginx
@@ -113,6 +114,15 @@ async def client(etcd: EtcdServer) -> AsyncIterator[EtcdClient]:
     """lbsync's own etcd client on the `etcd` fixture, for writing test data."""
     async with EtcdClient([etcd.url], request_timeout=3) as etcd_client:
         yield etcd_client
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[ConsulAgent]:
+    """A real Consul dev agent of this test's own."""
+    if consul_binary() is None:
+        pytest.fail("consul is not installed: run scripts/install-system.sh --with-test-servers")
+    with running_agent(tmp_path / "consul") as running:
+        yield running
 
 
 @pytest.fixture

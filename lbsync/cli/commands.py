@@ -15,10 +15,13 @@ from lbsync.config import Config, ConfigError, TargetConfig, TargetKind
 from lbsync.daemon import collector
 from lbsync.daemon.daemon import Daemon
 from lbsync.haproxy import fdlimit
+from lbsync.haproxy.stats import StatsReader
+from lbsync.kv.store import locks_for, open_store
 from lbsync.pipeline import fsio, validate
 from lbsync.pipeline.reconcile import TargetRunner
 from lbsync.pipeline.render import RenderError
 from lbsync.sources.follow import read_catalog
+from lbsync.traffic.rollout.drivers import Drivers
 
 # How long a thread holds the interpreter before another may take it (Python's default: 5 ms).
 # The daemon renders whole files and encodes the status in worker threads; at 1 ms the event
@@ -27,10 +30,26 @@ SWITCH_INTERVAL = 0.001
 
 
 async def run(config: Config) -> int:
-    """`lbsync run`: the daemon, until SIGTERM or SIGINT."""
+    """`lbsync run`: the daemon, until SIGTERM or SIGINT, driving the rollouts the daemons are
+    to drive (`traffic/rollout/drivers.py`) when it reads etcd or Consul."""
     sys.setswitchinterval(SWITCH_INTERVAL)
     collector.tune()
-    await Daemon(config).run(stop_on_signals())
+    daemon = Daemon(config)
+    stop = stop_on_signals()
+    if not config.rollout.drive or (config.etcd_source is None and config.consul_source is None):
+        await daemon.run(stop)
+        return EXIT_OK
+    async with open_store(config) as store:
+        locks = locks_for(store)
+        assert locks is not None  # an etcd or a Consul store
+        drivers = Drivers(
+            store=store,
+            locks=locks,
+            state=daemon.desired_state,
+            stats=StatsReader(config),
+            ttl=config.rollout.lease_ttl,
+        )
+        await daemon.run(stop, beside=(drivers.run,))
     return EXIT_OK
 
 

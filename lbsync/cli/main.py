@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from lbsync.cli import commands, health, logformat, traffic
+from lbsync.cli import commands, health, logformat, rollout, traffic
 from lbsync.cli.apiurl import StatusUnavailable, api_url, url_from_listen
 from lbsync.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from lbsync.cli.parser import parser
@@ -69,7 +69,7 @@ async def _command(arguments: argparse.Namespace) -> int:
         case "split":
             return await traffic.split_command(config, arguments)
         case "rollout":
-            return await traffic.rollout_command(config, arguments)
+            return await rollout.rollout_command(config, arguments)
         case _:
             return await commands.check(config)
 

@@ -98,7 +98,11 @@ def _split(split: argparse.ArgumentParser, common: argparse.ArgumentParser) -> N
 
 
 def _rollout(rollout: argparse.ArgumentParser) -> None:
-    rollout.add_argument("words", nargs="+", metavar="SERVICE | resume SERVICE | abort SERVICE")
+    rollout.add_argument(
+        "words",
+        nargs="+",
+        metavar="start SERVICE | status SERVICE | pause|resume|promote|abort SERVICE | SERVICE",
+    )
     rollout.add_argument("--to", help="the group whose share rises")
     rollout.add_argument("--steps", default="5,25,50,100")
     rollout.add_argument("--interval", default="30s")
@@ -106,6 +110,12 @@ def _rollout(rollout: argparse.ArgumentParser) -> None:
     rollout.add_argument("--max-error-rate", type=float, default=0.05, help="0.05 = 5 %%")
     rollout.add_argument("--pause-at", default="", help="shares to pause before, e.g. 50")
     rollout.add_argument("--reason", default="")
+    rollout.add_argument(
+        "--foreground",
+        action="store_true",
+        help="drive the rollout from this process until it ends (`rollout SERVICE` does too)",
+    )
+    rollout.add_argument("--watch", action="store_true", help="`status`: follow until it ends")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -148,8 +158,8 @@ def parser() -> argparse.ArgumentParser:
         commands.add_parser(
             "rollout",
             parents=[common],
-            help="shift traffic step by step behind health and error gates; "
-            "`rollout resume|abort SERVICE` from another terminal",
+            help="shift traffic step by step behind health and error gates, driven by the "
+            "daemons (`rollout start`) or this process (`--foreground`)",
         )
     )
     status = commands.add_parser(

@@ -1,1 +1,2 @@
-"""Small helpers every layer may use: retry delays, child processes. No other lbsync import."""
+"""Small helpers every layer may use: retry delays, child processes, HTTP faults in words. No
+other lbsync import."""

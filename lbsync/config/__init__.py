@@ -1,8 +1,8 @@
 """The configuration: `lbsync.toml` read, overlaid with `LBSYNC_*`, checked into frozen values.
 
 `schema` holds the values, `load` reads the file, `sources` and `targets` read their tables,
-`environment` the overrides, `api` and `listen` the status API's, `endpoints` and `tls` the one
-rule for every store client.
+`environment` the overrides, `api` and `listen` the status API's, `analysis` the Prometheus
+that rollouts' metric gates query, `endpoints` and `tls` the one rule for every store client.
 """
 
 from lbsync.config.endpoints import CONSUL_PORTS, ETCD_PORTS, Endpoint, parse_endpoint
@@ -10,6 +10,7 @@ from lbsync.config.listen import is_loopback, parse_listen
 from lbsync.config.load import load, parse
 from lbsync.config.reader import parse_duration
 from lbsync.config.schema import (
+    AnalysisConfig,
     ApiConfig,
     Config,
     ConfigError,
@@ -18,6 +19,7 @@ from lbsync.config.schema import (
     FileSourceConfig,
     ReloadConfig,
     ReloadMethod,
+    RolloutConfig,
     SourceConfig,
     TargetConfig,
     TargetKind,
@@ -29,6 +31,7 @@ __all__ = [
     "CONSUL_PORTS",
     "ETCD_PORTS",
     "TEMPLATES_DIR",
+    "AnalysisConfig",
     "ApiConfig",
     "Config",
     "ConfigError",
@@ -38,6 +41,7 @@ __all__ = [
     "FileSourceConfig",
     "ReloadConfig",
     "ReloadMethod",
+    "RolloutConfig",
     "SourceConfig",
     "TargetConfig",
     "TargetKind",

@@ -38,9 +38,14 @@ KNOWN_PATHS: Final = (
     ("apply", "min_wait"),
     ("apply", "max_wait"),
     ("apply", "fast_lane"),
+    ("rollout", "drive"),
+    ("rollout", "lease_ttl"),
     ("api", "listen"),
     ("api", "token_file"),
     ("api", "open"),
+    ("analysis", "prometheus"),
+    ("analysis", "timeout"),
+    ("analysis", "window"),
 )
 SECRETS: Final = frozenset({("source", "etcd", "password"), ("source", "consul", "token")})
 

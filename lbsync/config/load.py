@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lbsync.config.analysis import analysis_config
 from lbsync.config.api import api_config
 from lbsync.config.environment import apply_environment
 from lbsync.config.reader import Reader
-from lbsync.config.schema import Config, ConfigError, TargetConfig
+from lbsync.config.schema import Config, ConfigError, RolloutConfig, TargetConfig
 from lbsync.config.sources import consul_source, etcd_source, file_source
 from lbsync.config.targets import check_run_dirs, target
 from lbsync.model.values import HealthMode
@@ -40,7 +41,7 @@ def _targets(root: Reader) -> tuple[TargetConfig, ...]:
 
 
 def _parse(root: Reader, path: Path) -> Config:
-    root.check_known({"source", "target", "apply", "api", "health"})
+    root.check_known({"source", "target", "apply", "api", "health", "rollout", "analysis"})
     sources = root.table_at("source")
     sources.check_known({"file", "etcd", "consul"})
     if not sources.table:
@@ -52,6 +53,11 @@ def _parse(root: Reader, path: Path) -> Config:
     max_wait = apply.duration("max_wait", 2.0)
     if max_wait < min_wait:
         raise ConfigError("apply.max_wait: must not be shorter than apply.min_wait")
+    rollout = root.table_at("rollout")
+    rollout.check_known({"drive", "lease_ttl"})
+    lease_ttl = rollout.duration("lease_ttl", 10.0)
+    if not 1.0 <= lease_ttl <= 300.0:
+        raise ConfigError("rollout.lease_ttl: must be from 1s to 300s")
     return Config(
         path=path,
         targets=_targets(root),
@@ -64,6 +70,8 @@ def _parse(root: Reader, path: Path) -> Config:
         max_wait=max_wait,
         fast_lane=apply.flag("fast_lane", True),
         api=api_config(root.table_at("api")),
+        rollout=RolloutConfig(drive=rollout.flag("drive", True), lease_ttl=lease_ttl),
+        analysis=analysis_config(root.table_at("analysis")),
     )
 
 

@@ -137,6 +137,24 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class RolloutConfig:
+    """Rollouts driven by the daemons (`lbsync rollout start`): whether this daemon may drive
+    them, and the TTL of a driver's lease (another daemon takes over within it)."""
+
+    drive: bool = True
+    lease_ttl: float = 10.0
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Where rollouts' metric gates read (`[analysis]`): a Prometheus, or none."""
+
+    prometheus: str | None = None  # normalised by `analysis.prometheus_url`
+    timeout: float = 5.0  # one query's
+    window: float = 60.0  # the templates' rate window (`{window}`)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -152,3 +170,5 @@ class Config:
     # changes to servers alone applied at once from the changed services' lines (fastlane.py)
     fast_lane: bool = True
     api: ApiConfig = field(default_factory=ApiConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
 
 from lbsync.common.backoff import Backoff
 from lbsync.config import Config
@@ -17,7 +18,9 @@ from lbsync.core.state import BuildCache, DesiredState, build
 from lbsync.daemon.api import StatusApi
 from lbsync.daemon.applylog import log_report
 from lbsync.daemon.collector import Collector
+from lbsync.daemon.observed import Observed
 from lbsync.daemon.status import SourceStatus, Status
+from lbsync.haproxy.stats import StatsReader
 from lbsync.model.catalog import MergeCache
 from lbsync.model.values import Catalog, Snapshot
 from lbsync.pipeline import fsio
@@ -76,12 +79,26 @@ class Daemon:
         self._logged_rejections: frozenset[str] = frozenset()
         # Read-only HTTP over `status`; `api.address` is published once it listens.
         self.api = StatusApi(lambda: self.status, listen=config.api.listen, token=config.api.token)
+        stats = StatsReader(config)
+        self.observed = Observed(stats.command if stats.available else None)
+        self.api.traffic = self.observed.ask
         self.api.metrics.count_requests(
             lambda: [(s.name, s.requests) for s in self.sources if isinstance(s, Counted)]
         )
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set; raises whatever ends a task unexpectedly."""
+    def desired_state(self) -> DesiredState | None:
+        """The desired state of the latest catalog (None before every source gave one), for
+        what runs beside the daemon (the rollout drivers' gates). Built with the daemon's own
+        cache, so an unchanged service costs nothing."""
+        if self._latest is None:
+            return None
+        return build(self._latest[1], self.config.health_mode, self._builds)
+
+    async def run(
+        self, stop: asyncio.Event, beside: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
+    ) -> None:
+        """Run until `stop` is set, with the tasks `beside` it (they end with it); raises
+        whatever ends a task unexpectedly."""
         for runner in self.runners:
             for stale in fsio.remove_stale_stages(runner.config.dest):
                 log.warning("removed %s left by an interrupted write", stale)
@@ -107,6 +124,9 @@ class Daemon:
                     group.create_task(self._fast_lane())
                 if self.api.listen is not None:
                     group.create_task(self.api.serve())
+                    group.create_task(self.observed.run(self.desired_state))
+                for task in beside:
+                    group.create_task(task())
                 group.create_task(until_stopped())
         except* _Stopped:
             log.info("lbsync stopped")

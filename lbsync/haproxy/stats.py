@@ -79,6 +79,17 @@ class StatsReader:
                 self._command = lambda text, s=stats: master_cli(s, text)
             break
 
+    @property
+    def available(self) -> bool:
+        """Whether the configuration has an HAProxy target to ask."""
+        return self._command is not None
+
+    async def command(self, text: str) -> str:
+        """A runtime API command's answer; OSError when there is no HAProxy to ask."""
+        if self._command is None:
+            raise OSError("no HAProxy target")
+        return await self._command(text)
+
     async def counts(self, backend: str, servers: Iterable[str]) -> ErrorCounts | None:
         """The servers' counters, or None when no runtime API can be reached."""
         if self._command is None:

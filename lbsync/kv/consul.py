@@ -277,6 +277,21 @@ class Agents:
         assert failure is not None
         raise failure
 
+    async def call(
+        self,
+        what: str,
+        request: Callable[[Any], Awaitable[_T]],
+        *,
+        kind: str,
+        needs: str,
+        sent_again: bool,
+    ) -> _T:
+        """One write-like request of another module (`kv/locks.py`), as `write_key_if` sends
+        its own: on each agent in turn, counted, failures as Faults."""
+        return await self._each_agent(
+            what, request, kind=kind, needs=needs, access=Access.WRITE, sent_again=sent_again
+        )
+
     async def read_key(self, key: str) -> tuple[bytes, int] | None:
         """One key's value and ModifyIndex (the `cas` that replaces it), or None when absent."""
         found = await self._each_agent(

@@ -17,6 +17,7 @@ from typing import Protocol
 from lbsync.config import Config, ConfigError, TlsError
 from lbsync.kv.consul import POOL_FOR_ONE_OFF_CALLS, Agents, Fault, Settings
 from lbsync.kv.etcd import EtcdClient, EtcdError
+from lbsync.kv.locks import ConsulLocks, EtcdLocks, Locks
 
 
 class StoreError(Exception):
@@ -90,6 +91,15 @@ class ConsulStore:
             )
         except Fault as fault:
             raise StoreError(str(fault)) from fault
+
+
+def locks_for(store: Store) -> Locks | None:
+    """Locks on the same store and client (`kv/locks.py`); None for a store of another kind."""
+    if isinstance(store, EtcdStore):
+        return EtcdLocks(store.client, store.prefix)
+    if isinstance(store, ConsulStore):
+        return ConsulLocks(store.agents, store.prefix)
+    return None
 
 
 @asynccontextmanager

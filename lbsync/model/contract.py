@@ -7,6 +7,7 @@ Keys are relative to the source's prefix (default `lbsync/`):
     services/<svc>/instances/<id>   -> Instance
     services/<svc>/rollout          -> raw only (a rollout's state, for status)
     services/<svc>/split-history    -> raw only (`lbsync split history`)
+    services/<svc>/rollout-driver   -> raw only (the daemon driving the rollout)
     settings/<key>                  -> Setting
     anything else outside services/ -> raw only (readable by templates through `kv`)
 
@@ -255,7 +256,7 @@ def parse_entry(key: str, value: object, *, checked: bool = False) -> Entry | No
             return parse_split(service, value)
         case ["instances", instance]:
             return parse_instance(service, checks.instance_id(instance), value)
-        case ["rollout"] | ["split-history"]:
+        case ["rollout"] | ["split-history"] | ["rollout-driver"]:
             return None  # written by `lbsync rollout` / `lbsync split`: status, not routing
         case _:
             raise ContractError(

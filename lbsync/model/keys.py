@@ -14,6 +14,7 @@ SPLIT: Final = "split"
 INSTANCES: Final = "instances"
 ROLLOUT: Final = "rollout"
 SPLIT_HISTORY: Final = "split-history"
+ROLLOUT_DRIVER: Final = "rollout-driver"
 
 
 def route_key(service: str) -> str:
@@ -34,6 +35,11 @@ def instance_key(service: str, instance_id: str) -> str:
 def rollout_key(service: str) -> str:
     """A service's rollout record, written by `lbsync rollout` and shown by the status."""
     return f"{SERVICES}/{service}/{ROLLOUT}"
+
+
+def driver_key(service: str) -> str:
+    """Who drives a service's rollout: held by one daemon at a time (`kv/locks.py`)."""
+    return f"{SERVICES}/{service}/{ROLLOUT_DRIVER}"
 
 
 def history_key(service: str) -> str:

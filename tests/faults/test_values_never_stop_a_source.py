@@ -4,11 +4,10 @@ source carries on with the other keys (real etcd, real Consul, a real services f
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.consul import ConsulAgent, following, running_agent
+from support.consul import ConsulAgent, following
 from support.etcd import EtcdServer
 
 from lbsync.config import ConsulSourceConfig, EtcdSourceConfig
@@ -73,12 +72,6 @@ async def test_hostile_etcd_values_and_keys_are_refused_by_name_and_the_watch_go
         await client.put("lbsync/settings/after", '"still watching"')
         later = await snapshots.next(lambda s: "settings/after" in dict(s.entries), 10, "a write")
         assert set(refused(later)) == set(HOSTILE)
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[ConsulAgent]:
-    with running_agent(tmp_path / "consul") as running:
-        yield running
 
 
 async def test_hostile_consul_values_and_keys_are_refused_by_name_and_the_watch_goes_on(

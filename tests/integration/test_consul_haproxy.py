@@ -4,12 +4,11 @@ through it, and an ACL refusal that keeps the last good configuration serving.""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-from support.consul import ConsulAgent, consul_binary, running_agent
+from support.consul import ConsulAgent, running_agent
 from support.processes import Backends, HAProxy
 from support.site import Site, running_daemon, until_live
 from support.traffic import shares, tally
@@ -27,14 +26,6 @@ def weight(text: str, server: str) -> int | None:
 def consul_toml(agent: ConsulAgent, token: str | None = None) -> str:
     line = f'token = "{token}"\n' if token else ""
     return f'[source.consul]\naddresses = ["{agent.address}"]\nwait = "5s"\n{line}'
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[ConsulAgent]:
-    if consul_binary() is None:
-        pytest.fail("consul is not installed: run scripts/install-system.sh --with-test-servers")
-    with running_agent(tmp_path / "consul") as started:
-        yield started
 
 
 @dataclass

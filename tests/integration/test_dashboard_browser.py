@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -10,8 +11,9 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 from support.api import api_url
 from support.memory import MemorySource, catalog_values, file_target_config
 from support.processes import Backends, HAProxy
-from support.shop import shop, start_shop
+from support.shop import HOST, shop, start_shop
 from support.site import Site, running_daemon
+from support.traffic import tally
 
 from lbsync.config import load
 
@@ -26,6 +28,11 @@ CLOSED_NETWORK = [
     "--disable-gpu",
 ]
 BAR = '[data-service="shop"] [data-bar="{kind}"]'
+SERVED = """(groups) => groups.every((group) => {
+  const cell = document.querySelector(
+    `[data-service="shop"] [data-traffic] [data-group="${group}"] [data-rate]`);
+  return cell !== null && parseFloat(cell.dataset.rate) > 0;
+})"""
 WIDTH = """([bar, group]) => {
   const whole = document.querySelector(bar);
   const part = whole && whole.querySelector(`[data-group="${group}"]`);
@@ -45,6 +52,12 @@ async def browser() -> AsyncIterator[Browser]:
             yield launched
         finally:
             await launched.close()
+
+
+async def keep_sending(port: int) -> None:
+    """Requests to the shop through HAProxy, batch after batch, until cancelled."""
+    while True:
+        await tally(port, HOST, 40, clients=2)
 
 
 async def share_shown(page: Page, kind: str, group: str) -> float:
@@ -92,15 +105,45 @@ async def test_the_dashboard_shows_the_split_and_follows_a_change_without_a_relo
         navigations = []
         page.on("framenavigated", lambda frame: navigations.append(frame.url))
 
-        rollout = {"phase": "running", "to": "green", "share": 80, "steps": [10, 80, 100]}
+        rollout = {
+            "phase": "running",
+            "to": "green",
+            "share": 80,
+            "steps": [10, 80, 100],
+            "mode": "daemon",
+            "driver": "host-a pid 41",
+            "events": [
+                {"at": 1_700_000_000, "what": "step 1: green at 10%", "by": "host-a pid 40"},
+                {"at": 1_700_000_030, "what": "driven by host-a pid 41", "by": "host-a pid 41"},
+                {"at": 1_700_000_031, "what": "step 2: green at 80%", "by": "host-a pid 41"},
+                "not an event",
+            ],
+        }
         site.write_services(shop(ports, {"blue": 20, "green": 80}, rollout=rollout))
         await until_shown(page, "target", "green", 0.80)
         await until_shown(page, "achieved", "blue", 0.20)
         assert round(await share_shown(page, "target", "blue"), 2) == 0.20
         assert "applied" in await page.locator("#applies").inner_text()
         shown = await card.locator('[data-rollout="running"]').inner_text()
-        assert shown.startswith("Rollout to green: running · at 80.0% · steps 10 → 80 → 100 %")
+        assert shown.startswith(
+            "Rollout to green: running · at 80.0% · steps 10 → 80 → 100 % · driven by host-a pid 41"
+        )
+        timeline = card.locator('[data-timeline="3"] li')
+        assert await timeline.count() == 3
+        assert "step 2: green at 80%" in await timeline.nth(2).inner_text()
+        assert "driven by host-a pid 41" in await timeline.nth(1).inner_text()
         assert navigations == []  # followed by polling, not by reloading the page
+
+        # what HAProxy served, per group: sampled from its counters while requests flow
+        daemon.observed.every = 0.5  # 5 s in use; the test need not wait that long
+        flowing = asyncio.create_task(keep_sending(site.port))
+        try:
+            await page.wait_for_function(SERVED, arg=["blue", "green"], timeout=30_000, polling=100)
+        finally:
+            flowing.cancel()
+        traffic = card.locator("[data-traffic]")
+        assert await traffic.locator("svg.spark polyline").count() == 2
+        assert "req/s" in await traffic.inner_text()
 
         screenshot = tmp_path / "dashboard.png"
         await page.screenshot(path=str(screenshot), full_page=True)

@@ -1,7 +1,8 @@
-"""Tiny HTTP backends in one process: `python backend_server.py NAME=PORT[:STATUS] ...`.
+"""Tiny HTTP backends in one process: `python backend_server.py NAME=PORT[:STATUS[:MS]] ...`.
 
 Each answers every request with its own name (HTTP/1.1, keep-alive), with status 200 or the
-one given (`green-1=9000:500` answers 500: a broken release). Prints `ready` once all listen.
+one given (`green-1=9000:500` answers 500: a broken release), after MS milliseconds when given
+(`amber-1=9001:200:300`: a slow release). Prints `ready` once all listen.
 A request to `/slow?ms=N` answers after N milliseconds (for in-flight tests).
 """
 
@@ -11,7 +12,7 @@ import asyncio
 import sys
 
 
-async def serve(name: str, port: int, status: int = 200) -> asyncio.Server:
+async def serve(name: str, port: int, status: int = 200, delay_ms: int = 0) -> asyncio.Server:
     body = f"{name}\n".encode()
     status_line = f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\n".encode()
 
@@ -23,6 +24,8 @@ async def serve(name: str, port: int, status: int = 200) -> asyncio.Server:
                 target = request_line.split(" ")[1] if " " in request_line else "/"
                 if target.startswith("/slow?ms="):
                     await asyncio.sleep(int(target.split("=", 1)[1]) / 1000)
+                elif delay_ms:
+                    await asyncio.sleep(delay_ms / 1000)
                 close = b"connection: close" in head.lower()
                 writer.write(
                     status_line
@@ -47,8 +50,9 @@ async def main(pairs: list[str]) -> None:
     servers = []
     for pair in pairs:
         name, address = pair.split("=", 1)
-        port, _, status = address.partition(":")
-        servers.append(await serve(name, int(port), int(status or 200)))
+        port, _, rest = address.partition(":")
+        status, _, delay = rest.partition(":")
+        servers.append(await serve(name, int(port), int(status or 200), int(delay or 0)))
     print("ready", flush=True)
     await asyncio.gather(*(server.serve_forever() for server in servers))
 

@@ -36,12 +36,23 @@ class Backends:
     process: subprocess.Popen[bytes]
 
     @classmethod
-    def start(cls, names: list[str], statuses: dict[str, int] | None = None) -> Backends:
+    def start(
+        cls,
+        names: list[str],
+        statuses: dict[str, int] | None = None,
+        *,
+        delays_ms: dict[str, int] | None = None,
+    ) -> Backends:
+        """`statuses`: the status some answer with (else 200); `delays_ms`: how long some take
+        to answer each request."""
         ports = {name: free_port() for name in names}
-        statuses = statuses or {}
+        statuses, delays_ms = statuses or {}, delays_ms or {}
         process = subprocess.Popen(
             [sys.executable, str(SUPPORT / "backend_server.py")]
-            + [f"{name}={port}:{statuses.get(name, 200)}" for name, port in ports.items()],
+            + [
+                f"{name}={port}:{statuses.get(name, 200)}:{delays_ms.get(name, 0)}"
+                for name, port in ports.items()
+            ],
             stdout=subprocess.PIPE,
         )
         assert process.stdout is not None

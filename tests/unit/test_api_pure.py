@@ -153,6 +153,9 @@ def test_a_rollout_record_shows_only_its_known_fields_each_checked_for_type() ->
         "who": True,
         "updated": T0,
         "start_split": {"groups": {"blue": 100}},
+        "mode": "daemon",
+        "driver": ["not", "text"],
+        "events": [{"at": T0, "what": "step 2: green at 25%\x1b[31m", "by": 7}, "x", {"at": "no"}],
     }
     state = replace(shop_state(), raw=RawKeys.of([("services/shop/rollout", json.dumps(record))]))
     document = status_json(started().with_cycle(state, ()), now=T0 + 4)
@@ -165,7 +168,13 @@ def test_a_rollout_record_shows_only_its_known_fields_each_checked_for_type() ->
         "who": None,
         "updated": T0,
         "message": None,
+        "mode": "daemon",
+        "driver": None,
         "steps": [5, 25, 50],
+        "events": [
+            {"at": T0, "what": "step 2: green at 25%\\x1b[31m", "by": "7"},
+            {"at": None, "what": "", "by": ""},
+        ],
     }
     text = format_status(document, "u")
     assert "  rollout to green: running at 25.0%, steps 5/25/50, updated 4s ago\n" in text

@@ -21,6 +21,7 @@ from lbsync.core.state import ServiceState
 from lbsync.core.weights import GroupShare
 from lbsync.daemon.status import SourceStatus, Status
 from lbsync.model.keys import rollout_key
+from lbsync.model.text import shown
 from lbsync.model.values import Rejection, Route, Split
 from lbsync.pipeline.report import ApplyReport
 
@@ -37,7 +38,10 @@ ROLLOUT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "who": str,
     "updated": _NUMBER,
     "message": str,
+    "mode": str,
+    "driver": str,
 }
+EVENTS_SHOWN = 20
 
 
 def not_ready_reason(status: Status) -> str | None:
@@ -149,7 +153,26 @@ def rollout_record(key: str, text: str | None) -> JSON | None:
         for step in (steps if isinstance(steps, list) else [])
         if isinstance(step, _NUMBER) and not isinstance(step, bool)
     ]
+    fields["events"] = _events(record.get("events"))
     return fields
+
+
+def _events(events: object) -> list[JSON]:
+    """The latest events of a record's timeline, each `at` (a number or None), `what` and
+    `by` (strings, made safe to show); anything else in the list is left out."""
+    shown_events = []
+    for event in (events if isinstance(events, list) else [])[-EVENTS_SHOWN:]:
+        if not isinstance(event, dict):
+            continue
+        at = event.get("at")
+        shown_events.append(
+            {
+                "at": at if isinstance(at, _NUMBER) and not isinstance(at, bool) else None,
+                "what": shown(str(event.get("what", "")), 300),
+                "by": shown(str(event.get("by", "")), 200),
+            }
+        )
+    return shown_events
 
 
 def route_json(route: Route) -> JSON:

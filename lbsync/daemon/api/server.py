@@ -18,6 +18,7 @@ import importlib.resources
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -64,6 +65,8 @@ class StatusApi:
         self.open = token is None and not on_loopback  # `[api] open`, warned about at start
         self.metrics = Metrics(status)
         self.publisher = Publisher(status())
+        # a service's observed traffic (`daemon/observed.py`), given by the daemon
+        self.traffic: Callable[[str], dict[str, Any]] | None = None
         self.address: tuple[str, int] | None = None
         self.listening = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -100,6 +103,7 @@ class StatusApi:
         app.router.add_get("/v1/status", self._status_json)
         app.router.add_get("/v1/summary", self._summary_json)
         app.router.add_get("/v1/services/{name}", self._service)
+        app.router.add_get("/v1/services/{name}/traffic", self._traffic)
         app.router.add_get("/v1/events", self._events)
         return app
 
@@ -181,6 +185,14 @@ class StatusApi:
         if body is None:
             return web.json_response({"error": f"no service named {name!r}"}, status=404)
         return _json(body)
+
+    async def _traffic(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if document.service_body(self.publisher.current, name) is None:
+            return web.json_response({"error": f"no service named {name!r}"}, status=404)
+        if self.traffic is None:
+            return web.json_response({"every": None, "available": False, "groups": {}})
+        return web.json_response(self.traffic(name))
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         limit = event_limit(request.query.get("limit", str(DEFAULT_EVENTS)))

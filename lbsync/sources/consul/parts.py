@@ -62,7 +62,9 @@ class _Inputs:
     view: ServiceView | None
     names: Refusals  # refusals of catalog names whose key lands in this part
 
-    def same(self, kv: Part | None, tags: object, view: ServiceView | None, names: object) -> bool:
+    def same(
+        self, kv: Part | None, *, tags: object, view: ServiceView | None, names: object
+    ) -> bool:
         """Whether these are the inputs again (objects by identity, tags and names by value)."""
         return self.kv is kv and self.view is view and self.tags == tags and self.names == names
 
@@ -104,7 +106,7 @@ def compose(
         view = services.get(service) if service is not None else None
         refused = names.get(name, ())
         known = earlier.get(name)
-        if known is not None and known[0].same(kv_part, tags, view, refused):
+        if known is not None and known[0].same(kv_part, tags=tags, view=view, names=refused):
             made[name] = known
             return
         inputs = _Inputs(kv=kv_part, tags=tags, view=view, names=refused)

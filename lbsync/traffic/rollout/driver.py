@@ -40,6 +40,7 @@ from lbsync.traffic.rollout.gates import (
 )
 from lbsync.traffic.rollout.record import (
     CONTROL_POLL,
+    DAEMON,
     STORE_PATIENCE,
     Aborted,
     RolloutRecord,
@@ -105,6 +106,10 @@ class FollowedStates:
         return build(self.following.catalog(), self.mode)
 
 
+class Promoted(Exception):
+    """An operator asked the rollout to go straight to 100 %."""
+
+
 class Rollout:
     """One running rollout: its spec, store, gates and progress output."""
 
@@ -122,41 +127,137 @@ class Rollout:
         self.states = states
         self.stats = stats
         self.progress = progress
+        self.place = Place(0)  # where the rollout left the split (`_steps` keeps it)
 
     async def run(self) -> None:
-        """Every step through the gates, then `done`; stopped before that (`STOPPED`, or
-        cancelled), the split back where it started and the error raised again."""
+        """In the foreground: every step through the gates, then `done`; stopped before that
+        (`STOPPED`, or cancelled: Ctrl-C), the split back where it started and the error
+        raised again."""
         start = await read(self.store, self.spec.service)
         record = RolloutRecord(self.store, self.spec, start.value, split_revision=start.revision)
         await record.claim()
+        await self._steps(record, start, done=0, place=Place(start.revision), revert_on_cancel=True)
+
+    async def resume(self, record: RolloutRecord) -> None:
+        """As a daemon's driver: on from where `record` says the rollout is, through every
+        step left, a pause, a promotion or a revert another driver began. Cancelled (the
+        lock lost, the daemon stopping), it stops where it is, for the next driver."""
+        start = Current(record.start_split, record.progress["start_revision"])
+        recorded = Place(record.progress["split_revision"])
+        phase = record.phase
+        record.event(f"driven by {record.driver}")
+        if phase is Phase.ABORTING:
+            await self._stop(record, start, place=recorded, error=Aborted("aborted by an operator"))
+        elif phase is Phase.REVERTING:
+            await self._stop(
+                record, start, place=recorded, error=GateFailed(record.message or "reverting")
+            )
+        else:
+            done, place = await self._adopted(record, start, recorded)
+            await self._steps(record, start, done=done, place=place, revert_on_cancel=False)
+
+    async def _adopted(
+        self, record: RolloutRecord, start: Current, recorded: Place
+    ) -> tuple[int, Place]:
+        """The steps done and where the split is: a step written but not recorded (its
+        driver gone in between) is recorded now, never written twice."""
+        done: int = record.progress["step"]
+        if done >= len(self.spec.steps):
+            return done, recorded
+        current = await read(self.store, self.spec.service)
+        following = step_split(start.value, self.spec.to, self.spec.steps[done])
+        if current.revision != recorded.revision and current.value == following:
+            done += 1
+            record.event(f"step {done} found written, not written again")
+            phase = (
+                record.phase if record.phase in (Phase.PAUSED, Phase.PROMOTING) else Phase.RUNNING
+            )
+            await record.publish(
+                phase, step=done, share=self.spec.steps[done - 1], split_revision=current.revision
+            )
+            return done, Place(current.revision)
+        return done, recorded
+
+    async def _steps(
+        self,
+        record: RolloutRecord,
+        start: Current,
+        *,
+        done: int,
+        place: Place,
+        revert_on_cancel: bool,
+    ) -> None:
+        """The steps after the first `done`, then `done`; a promotion jumps to 100 %."""
         by = str((start.value or {}).get("by", BY_TAG))
-        place = Place(start.revision)
+        self.place = place
         try:
-            self._check_health(by)
-            for number, share in enumerate(self.spec.steps, 1):
-                if share in self.spec.pause_at:
-                    await self._pause(record, share, by)
-                self._check_health(by)
-                value = step_split(start.value, self.spec.to, share)
-                place = Place(place.revision, writing=value)
-                place = Place(await self._write_step(place.revision, value, share))
-                await record.publish(
-                    Phase.RUNNING, step=number, share=share, split_revision=place.revision
-                )
-                self.progress.line(
-                    f"step {number}/{len(self.spec.steps)}: {self.spec.to} at {share:g}%"
-                )
-                await self._hold(record, share, by, last=number == len(self.spec.steps))
+            try:
+                await self._advance(record, start, done=done, by=by)
+            except Promoted:
+                number = len(self.spec.steps) + (self.spec.steps[-1] != 100)
+                await self._step(record, start, number=number, share=100.0, why="promoted")
+            record.event("done")
             await record.publish(Phase.DONE, message="reached the last step")
         except STOPPED as error:
-            phase = Phase.ABORTED if isinstance(error, Aborted) else Phase.REVERTED
-            failed = isinstance(error, StoreError)
-            await self._end(record, start, place, phase=phase, why=str(error), store=failed)
+            await self._stop(record, start, place=self.place, error=error)
             raise
         except (asyncio.CancelledError, KeyboardInterrupt):
-            with contextlib.suppress(StoreError):  # said on the progress; left to `abort`
-                await self._end(record, start, place, phase=Phase.ABORTED, why="interrupted")
+            if revert_on_cancel:
+                with contextlib.suppress(StoreError):  # said on the progress; left to `abort`
+                    await self._end(
+                        record, start, self.place, phase=Phase.ABORTED, why="interrupted"
+                    )
             raise
+
+    async def _advance(self, record: RolloutRecord, start: Current, *, done: int, by: str) -> None:
+        """Through the steps after the first `done`; `Promoted` when a promotion is asked."""
+        if record.phase is Phase.PROMOTING:
+            raise Promoted
+        paused = record.phase is Phase.PAUSED  # found paused: that pause is the one waited for
+        if paused:
+            await self._paused(record, by)
+        self._check_health(by)
+        for number, share in list(enumerate(self.spec.steps, 1))[done:]:
+            if share in self.spec.pause_at and not paused:
+                await self._pause(record, share, by)
+            paused = False
+            self._check_health(by)
+            await self._step(record, start, number=number, share=share)
+            await self._hold(record, share, by, last=number == len(self.spec.steps))
+
+    async def _step(
+        self,
+        record: RolloutRecord,
+        start: Current,
+        *,
+        number: int,
+        share: float,
+        why: str = "",
+    ) -> None:
+        """Write one step's split and record it (the record names the step done); `place`
+        follows, so a revert from anywhere knows what the rollout wrote."""
+        value = step_split(start.value, self.spec.to, share)
+        self.place = Place(self.place.revision, writing=value)
+        self.place = Place(await self._write_step(self.place.revision, value, share))
+        record.event(f"step {number}: {self.spec.to} at {share:g}%" + (f" ({why})" if why else ""))
+        await record.publish(
+            Phase.RUNNING, step=number, share=share, split_revision=self.place.revision
+        )
+        self.progress.line(f"step {number}/{len(self.spec.steps)}: {self.spec.to} at {share:g}%")
+
+    async def _stop(
+        self, record: RolloutRecord, start: Current, *, place: Place, error: Exception
+    ) -> None:
+        """The split put back and the end recorded, after `error` stopped the rollout. A
+        daemon's rollout records `reverting` first, so a driver that dies meanwhile leaves
+        the revert to the next one."""
+        phase = Phase.ABORTED if isinstance(error, Aborted) else Phase.REVERTED
+        failed = isinstance(error, StoreError)
+        record.event(f"stopped: {error}")
+        if record.mode == DAEMON and not failed:
+            with contextlib.suppress(Aborted, SplitError, StoreError):
+                await record.publish(Phase.REVERTING, message=str(error))
+        await self._end(record, start, place, phase=phase, why=str(error), store=failed)
 
     def _service(self) -> ServiceState | None:
         return self.states.state().service(self.spec.service)
@@ -188,14 +289,20 @@ class Rollout:
         return written.revision if written.value == value else 0
 
     async def _hold(self, record: RolloutRecord, share: float, by: str, *, last: bool) -> None:
-        """Keep checking the gates for one interval (the last step: one interval too)."""
+        """Keep checking the gates for one interval (the last step: one interval too); a
+        pause asked for meanwhile waits for its resume, then the interval starts again."""
         loop = asyncio.get_running_loop()
         servers = {server.name for server in members(self._service(), by, self.spec.to)}
         before = await self.stats.counts(self.spec.service, servers)
         deadline = loop.time() + self.spec.interval
         while (remaining := deadline - loop.time()) > CLOCK_SLACK:
             await asyncio.sleep(min(CONTROL_POLL, remaining))
-            await _controlled(record)
+            phase = await _controlled(record)
+            if phase is Phase.PAUSED:
+                await self._paused(record, by)
+                before = await self.stats.counts(self.spec.service, servers)
+                deadline = loop.time() + self.spec.interval
+                continue
             await record.beat()
             eligible = self._check_health(by)
             reading = await self.stats.counts(self.spec.service, servers)
@@ -208,11 +315,18 @@ class Rollout:
             )
 
     async def _pause(self, record: RolloutRecord, share: float, by: str) -> None:
+        record.event(f"paused before {share:g}%")
         await record.publish(Phase.PAUSED, share=share, message=f"paused before {share:g}%")
         self.progress.line(f"paused before {share:g}%: lbsync rollout resume {self.spec.service}")
+        await self._paused(record, by)
+
+    async def _paused(self, record: RolloutRecord, by: str) -> None:
+        """Wait for a resume (the gates still checked); a promotion ends the wait too."""
         while True:
             await asyncio.sleep(CONTROL_POLL)
-            if await _controlled(record) is Phase.RUNNING:
+            phase = await _controlled(record)
+            if phase is Phase.RUNNING:
+                record.event("resumed")
                 self.progress.line("resumed")
                 return
             await record.beat()
@@ -268,12 +382,15 @@ class Rollout:
 
 
 async def _controlled(record: RolloutRecord) -> Phase | None:
-    """The phase another process wrote, if any; `Aborted` for an abort or an ending."""
+    """The phase another process wrote, if any; `Aborted` for an abort or an ending,
+    `Promoted` for a promotion."""
     phase = await record.control()
     if phase is Phase.ABORTING:
         raise Aborted("aborted by an operator")
     if phase in ENDED:
         raise Aborted("ended by another process")
+    if phase is Phase.PROMOTING:
+        raise Promoted
     return phase
 
 

@@ -21,10 +21,21 @@ from typing import Any
 from lbsync.kv.store import Store, Versioned
 from lbsync.model.keys import rollout_key
 from lbsync.traffic.rollout.revert import revert_split
-from lbsync.traffic.rollout.spec import ACTIVE, ENDED, Phase, RolloutSpec, phase_of, step_split
+from lbsync.traffic.rollout.spec import (
+    ACTIVE,
+    ENDED,
+    Phase,
+    RolloutSpec,
+    from_record,
+    phase_of,
+    step_split,
+)
 from lbsync.traffic.splits import SplitError, actor
 
 CONTROL_POLL = 0.2
+FOREGROUND = "foreground"
+DAEMON = "daemon"
+MAX_EVENTS = 100
 HEARTBEAT_MAX = 30.0
 STORE_PATIENCE = 30.0  # how long a stopping rollout retries an unreachable store
 REQUEST_ATTEMPTS = 5
@@ -47,10 +58,12 @@ def stale_after(interval: float) -> float:
 
 def _fields(found: Versioned | None) -> dict[str, Any]:
     """A stored record's fields ({} when absent or not a JSON object)."""
-    if found is None:
-        return {}
+    return {} if found is None else _fields_of(found.value)
+
+
+def _fields_of(text: str) -> dict[str, Any]:
     try:
-        value = json.loads(found.value)
+        value = json.loads(text) if text else {}
     except (ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
@@ -97,16 +110,74 @@ class RolloutRecord:
         start_split: dict[str, Any] | None,
         *,
         split_revision: int,
+        mode: str = FOREGROUND,
     ) -> None:
-        """`split_revision`: the split's, as the rollout found it."""
+        """`split_revision`: the split's, as the rollout found it; `mode`: `foreground` (the
+        process that started it drives it) or `daemon` (the daemons elect a driver)."""
         self.store = store
         self.spec = spec
         self.start_split = start_split
+        self.mode = mode
         self.key = rollout_key(spec.service)
         self.revision = 0
-        self.progress: dict[str, Any] = {"step": 0, "share": None, "split_revision": split_revision}
+        self.progress: dict[str, Any] = {
+            "step": 0,
+            "share": None,
+            "split_revision": split_revision,
+            "start_revision": split_revision,
+        }
+        self.events: list[dict[str, Any]] = []
+        self.driver: str | None = None
         self.last = ""
         self.written = -float("inf")
+
+    @classmethod
+    def resumed(cls, store: Store, service: str, found: Versioned) -> RolloutRecord:
+        """A daemon's handle on a stored record it is to drive on, at the record's revision;
+        SplitError when the record cannot be driven (not JSON, not a daemon's, a spec field
+        missing or wrong)."""
+        fields = _fields(found)
+        if fields.get("mode") != DAEMON:
+            raise SplitError(f"the rollout record of {service} is not driven by the daemons")
+        start = fields.get("start_split")
+        revisions = [fields.get(name) for name in ("split_revision", "start_revision")]
+        if not all(isinstance(r, int) and not isinstance(r, bool) for r in revisions):
+            raise SplitError(f"the rollout record of {service} has no split revision")
+        record = cls(
+            store,
+            from_record(service, fields),
+            start if isinstance(start, dict) else None,
+            split_revision=0,
+            mode=DAEMON,
+        )
+        step, share = fields.get("step"), _number(fields.get("share"))
+        record.progress = {
+            "step": step if isinstance(step, int) and not isinstance(step, bool) else 0,
+            "share": share,
+            "split_revision": revisions[0],
+            "start_revision": revisions[1],
+        }
+        events = fields.get("events")
+        record.events = (
+            [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
+        )
+        record.revision, record.last = found.revision, found.value
+        return record
+
+    @property
+    def phase(self) -> Phase | None:
+        """The phase of the record as this process last wrote or read it."""
+        return phase_of(_fields_of(self.last).get("phase"))
+
+    @property
+    def message(self) -> str:
+        """The message of the record as last written or read."""
+        return str(_fields_of(self.last).get("message") or "")
+
+    def event(self, what: str) -> None:
+        """Keep `what` in the record's timeline (written with the next publish)."""
+        entry = {"at": round(time.time(), 3), "what": what, "by": self.driver or actor()}
+        self.events = [*self.events, entry][-MAX_EVENTS:]
 
     async def claim(self) -> None:
         """Take the record for this rollout; SplitError when another one holds it."""
@@ -115,20 +186,24 @@ class RolloutRecord:
         if phase_of(fields.get("phase")) in ACTIVE:
             raise SplitError(busy(self.spec.service, fields, time.time()))
         self.revision = found.revision if found else 0
+        self.event(
+            f"started: {self.spec.to} in steps {', '.join(f'{s:g}%' for s in self.spec.steps)}"
+        )
         await self.publish(Phase.RUNNING)
 
     def _text(self, phase: Phase, message: str | None) -> str:
         return json.dumps(
             {
                 "phase": phase.value,
-                "to": self.spec.to,
-                "steps": list(self.spec.steps),
-                "interval": self.spec.interval,
+                **self.spec.fields(),
                 "start_split": self.start_split,
+                "mode": self.mode,
                 "who": actor(),
                 "updated": time.time(),
                 **self.progress,
+                **({"driver": self.driver} if self.driver else {}),
                 **({"message": message} if message else {}),
+                "events": self.events,
             }
         )
 
@@ -184,25 +259,41 @@ class RolloutRecord:
         found = await self.store.get(self.key)
         if found is None or found.revision == self.revision:
             return None
-        self.revision = found.revision
+        self.revision, self.last = found.revision, found.value
         return phase_of(_fields(found).get("phase"))
 
 
+REQUESTED = {
+    Phase.RUNNING: (frozenset({Phase.PAUSED}), "is not paused", "resumed"),
+    Phase.PAUSED: (frozenset({Phase.RUNNING}), "is not running", "pausing"),
+    Phase.PROMOTING: (
+        frozenset({Phase.RUNNING, Phase.PAUSED}),
+        "cannot be promoted now",
+        "promoting",
+    ),
+    Phase.ABORTING: (ACTIVE, "", "aborting"),
+}
+"""What each request asks of a phase: the phases it applies to, why not, what it says."""
+
+
 async def request(store: Store, service: str, phase: Phase, *, wait: float = 10.0) -> str:
-    """`resume` (a paused rollout runs on) or `abort` (the rollout reverts and stops), from
-    another process. An abort waits up to `wait` seconds for the running rollout to answer;
-    when none does, or its record shows its runner is gone, it reverts the split here."""
+    """`resume` (a paused rollout runs on), `pause`, `promote` (straight to 100 %) or `abort`
+    (the rollout reverts and stops), from another process. An abort waits up to `wait` seconds
+    for the rollout's driver to answer; when none does, or the record of a foreground rollout
+    shows its runner is gone, it reverts the split here. A daemons' rollout without a live
+    driver is driven on by the next daemon that starts, so the other requests wait for it."""
     key = rollout_key(service)
+    allowed, refusal, said = REQUESTED[phase]
     for _ in range(REQUEST_ATTEMPTS):  # a running rollout's heartbeat may write in between
         found = await store.get(key)
         record = _fields(found)
         current = phase_of(record.get("phase"))
         if found is None or current not in ACTIVE:
             raise SplitError(f"no rollout of {service} is in progress")
-        quiet = silence(record, time.time())
-        if phase is Phase.RUNNING and current is not Phase.PAUSED:
-            raise SplitError(f"the rollout of {service} is not paused")
-        if phase is Phase.RUNNING and quiet is not None:
+        if current not in allowed:
+            raise SplitError(f"the rollout of {service} {refusal}")
+        quiet = silence(record, time.time()) if record.get("mode") != DAEMON else None
+        if phase is not Phase.ABORTING and quiet is not None:
             raise SplitError(busy(service, record, time.time()))
         if quiet is not None:
             return await take_over(store, service, found, why=f"its runner silent {_silent(quiet)}")
@@ -211,7 +302,7 @@ async def request(store: Store, service: str, phase: Phase, *, wait: float = 10.
     else:
         raise SplitError(f"the rollout record of {service} keeps changing; try again")
     if phase is not Phase.ABORTING:
-        return "resumed"
+        return said
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while loop.time() < deadline:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from lbsync.model.checks import GROUP_RE
 from lbsync.traffic.splits import SplitError
 
 
@@ -15,12 +16,14 @@ class Phase(StrEnum):
     RUNNING = "running"
     PAUSED = "paused"
     ABORTING = "aborting"
+    PROMOTING = "promoting"
+    REVERTING = "reverting"
     DONE = "done"
     REVERTED = "reverted"
     ABORTED = "aborted"
 
 
-ACTIVE = frozenset({Phase.RUNNING, Phase.PAUSED, Phase.ABORTING})
+ACTIVE = frozenset({Phase.RUNNING, Phase.PAUSED, Phase.ABORTING, Phase.PROMOTING, Phase.REVERTING})
 ENDED = frozenset({Phase.REVERTED, Phase.ABORTED})
 
 
@@ -44,6 +47,55 @@ class RolloutSpec:
     max_error_rate: float = 0.05
     pause_at: tuple[float, ...] = ()
     reason: str = ""
+
+    def fields(self) -> dict[str, Any]:
+        """What a record keeps of the spec, so that any daemon can drive it (`from_record`)."""
+        return {
+            "to": self.to,
+            "steps": list(self.steps),
+            "interval": self.interval,
+            "min_healthy": self.min_healthy,
+            "max_error_rate": self.max_error_rate,
+            "pause_at": list(self.pause_at),
+            "reason": self.reason,
+        }
+
+
+def from_record(service: str, fields: dict[str, Any]) -> RolloutSpec:
+    """The spec a record holds; SplitError naming the field that is missing or wrong (anyone
+    can write the key, so nothing in it is trusted)."""
+
+    def number(name: str, low: float, high: float) -> float:
+        value = fields.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SplitError(f"the rollout record of {service}: {name} is not a number")
+        if not low <= value <= high:
+            raise SplitError(f"the rollout record of {service}: {name} is out of range")
+        return float(value)
+
+    def shares(name: str, *, empty: bool) -> tuple[float, ...]:
+        value = fields.get(name, [])
+        if not isinstance(value, list) or not all(
+            isinstance(s, int | float) and not isinstance(s, bool) for s in value
+        ):
+            raise SplitError(f"the rollout record of {service}: {name} is not a list of shares")
+        if not value and empty:
+            return ()
+        return parse_steps(",".join(f"{s:g}" for s in value), name)
+
+    to, reason = fields.get("to"), fields.get("reason", "")
+    if not isinstance(to, str) or not GROUP_RE.fullmatch(to):
+        raise SplitError(f"the rollout record of {service}: to is not a group name")
+    return RolloutSpec(
+        service=service,
+        to=to,
+        steps=shares("steps", empty=False),
+        interval=number("interval", 0.0, 7 * 86400.0),
+        min_healthy=int(number("min_healthy", 0, 1_000_000)),
+        max_error_rate=number("max_error_rate", 0.0, 1.0),
+        pause_at=shares("pause_at", empty=True),
+        reason=reason if isinstance(reason, str) else "",
+    )
 
 
 def step_split(start: dict[str, Any] | None, to: str, share: float) -> dict[str, Any]:
