@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from lbsync.core.bygroup import DrawStep, GroupServers, draw_of, groups_of
-from lbsync.core.servers import ServerState, server_name
+
+# re-exported: they were defined here before core/servers.py
+from lbsync.core.servers import ServerState as ServerState
+from lbsync.core.servers import server_name as server_name
 from lbsync.core.weights import GroupShare, allocate_shares, basis_points, notes_on
 from lbsync.model.values import (
     Catalog,
