@@ -494,6 +494,7 @@ def targets(scratch: Path) -> tuple[TargetConfig, ...]:
 VALIDATORS = {"haproxy": ("haproxy", "-c", "-q", "-f"), "nginx": ("nginx", "-t", "-q", "-c")}
 
 
+LOCAL = {"address": "127.0.0.1", "port": 80, "weight": 1, "health": "passing"}
 NGINX_LONG_HOST: dict[str, Any] = {
     "0": (
         {
@@ -507,9 +508,20 @@ NGINX_LONG_HOST: dict[str, Any] = {
 }
 
 
+STICKY_LONG_NAME: dict[str, Any] = {
+    "s" * 128: (
+        {"hosts": [], "path": "/", "balance": "roundrobin", "sticky": {"cookie": "c"}},
+        {"groups": {"blue": 50}, "on_empty": "redistribute"},
+        {"b": {**LOCAL, "tags": ["blue"]}, "g": {**LOCAL, "tags": ["green"]}},
+    )
+}
+
+
 @RENDERED
 @given(catalog=catalogs)
 @example(catalog=NGINX_LONG_HOST)  # found: nginx refused a host name of 47 characters
+# found: a string key of an nginx map longer than map_hash_bucket_size failed the whole file
+@example(catalog=STICKY_LONG_NAME)
 def test_whatever_the_catalog_holds_haproxy_and_nginx_accept_the_rendered_file(
     targets: tuple[TargetConfig, ...], catalog: dict[str, Any]
 ) -> None:
