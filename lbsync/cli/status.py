@@ -149,6 +149,19 @@ def _rollout_line(rollout: JSON, now: float) -> str:
     return line + (f" ({rollout['message']})" if rollout["message"] else "")
 
 
+def _routing(route: JSON, split: JSON) -> str:
+    """The sticky cookie and the pin, if any (a daemon older than them sends neither)."""
+    text = ""
+    sticky = route.get("sticky") if route else None
+    if sticky:
+        text += f"; sticky cookie {sticky['cookie']}"
+    pin = split.get("pin") if split else None
+    if pin:
+        by = [f"{kind} {pin[kind]}" for kind in ("header", "cookie") if pin.get(kind)]
+        text += f"; pinned by {', '.join(by)}"
+    return text
+
+
 def _service_lines(service: JSON, now: float) -> list[str]:
     route = service["route"]
     where = f"{', '.join(route['hosts']) or 'any host'} {route['path']}" if route else "not exposed"
@@ -156,6 +169,7 @@ def _service_lines(service: JSON, now: float) -> list[str]:
     how = f"split by {split['by']}" if split else "no split"
     if split and not service["split_in_force"]:
         how += " (not in force)"
+    how += _routing(route, split)
     lines = [f"SERVICE {service['name']}  ({where}; {how})"]
     lines += [f"  ! {note}" for note in service["notes"]]
     if service["rollout"] is not None:

@@ -15,6 +15,9 @@ from lbsync.model.values import Split
 BY_TAG = "tag"
 META_PREFIX = "meta:"
 DEFAULT_GROUP = ""
+# the default group where a name is needed (a sticky cookie's value, a backend's name): no
+# group name starts with `_` (`model.checks.GROUP_RE`), so it is never a named group's
+DEFAULT_GROUP_KEY = "_default"
 
 
 def labels(by: str, tags: Iterable[str], meta: Iterable[tuple[str, str]]) -> frozenset[str]:

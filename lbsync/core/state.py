@@ -8,15 +8,19 @@ can address the same server across renders.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass
+from functools import cached_property
 
+from lbsync.core.bygroup import DrawStep, GroupServers, draw_of, groups_of
+
+# re-exported: they were defined here before core/servers.py
+from lbsync.core.servers import ServerState as ServerState
+from lbsync.core.servers import server_name as server_name
 from lbsync.core.weights import GroupShare, allocate_shares, basis_points, notes_on
 from lbsync.model.values import (
     Catalog,
-    Health,
     HealthMode,
+    Pin,
     RawKeys,
     Rejection,
     Route,
@@ -24,41 +28,6 @@ from lbsync.model.values import (
     Setting,
     Split,
 )
-
-_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def server_name(instance_id: str) -> str:
-    """A proxy-safe, stable server name for an instance id (a hash suffix keeps it unique)."""
-    safe = _UNSAFE_NAME_CHARS.sub("_", instance_id)
-    if safe == instance_id:
-        return safe
-    digest = hashlib.sha256(instance_id.encode()).hexdigest()[:8]
-    return f"{safe}-{digest}"
-
-
-@dataclass(frozen=True)
-class ServerState:
-    """One server line of a backend."""
-
-    name: str
-    instance_id: str
-    address: str
-    port: int
-    endpoint: str
-    group: str
-    health: Health
-    eligible: bool
-    weight: int
-    share: float
-    achieved: float
-    tags: tuple[str, ...]
-    meta: tuple[tuple[str, str], ...]
-
-    @property
-    def down(self) -> bool:
-        """No share: nginx marks it `down` (its weights start at 1), HAProxy gives weight 0."""
-        return self.weight == 0
 
 
 @dataclass(frozen=True)
@@ -84,6 +53,34 @@ class ServiceState:
     def has_traffic(self) -> bool:
         """Whether any real server receives a share (otherwise everything is unserved)."""
         return any(server.weight > 0 for server in self.servers)
+
+    @property
+    def sticky_cookie(self) -> str | None:
+        """The route's sticky cookie name, if its clients stay in their group."""
+        sticky = self.route.sticky if self.route is not None else None
+        return sticky.cookie if sticky is not None else None
+
+    @property
+    def pin(self) -> Pin | None:
+        """The split's pinning (a header and/or cookie naming a group), if any."""
+        return self.split.pin if self.split is not None else None
+
+    @property
+    def routes_by_group(self) -> bool:
+        """Whether some requests pick a group before a server (sticky or pinned): the proxy
+        then has a backend per group besides the split's."""
+        return self.sticky_cookie is not None or self.pin is not None
+
+    @cached_property
+    def group_servers(self) -> tuple[GroupServers, ...]:
+        """The groups that have instances, each with its servers at split and in-group
+        weights (`core.bygroup`); made on first use, as only sticky or pinned services ask."""
+        return groups_of(self.servers, self.groups)
+
+    @cached_property
+    def draw(self) -> tuple[DrawStep, ...]:
+        """The split as a random draw over groups in 0.01 % steps (`core.bygroup.draw_of`)."""
+        return draw_of(self.group_servers, self.unserved_basis_points)
 
 
 @dataclass(frozen=True)
@@ -123,6 +120,7 @@ def _service_state(spec: ServiceSpec, mode: HealthMode) -> ServiceState:
             achieved,
             instance.tags,
             instance.meta,
+            instance.weight,
         )
         for instance, group, eligible, exact, weight, achieved in shares.rows()
     ]

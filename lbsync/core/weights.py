@@ -183,7 +183,7 @@ def allocate_shares(
         effective[group] * inst.weight / weight_sum[group] if counted else 0.0
         for inst, group, counted in zip(instances, groups_of, eligible, strict=True)
     ]
-    weights = _integer_weights(exact)
+    weights = integer_weights(exact)
     total = sum(weights)
     served = 100.0 - unserved
     achieved = [served * weight / total if total else 0.0 for weight in weights]
@@ -253,7 +253,7 @@ def _effective(
     return effective, 0.0, statuses
 
 
-def _integer_weights(shares: list[float]) -> list[int]:
+def integer_weights(shares: list[float]) -> list[int]:
     """Scale so the largest share is 256, round half up, keep every non-zero share above 0."""
     largest = max(shares, default=0.0)
     if largest <= 0:

@@ -84,6 +84,8 @@ def backend_changes(old: Backend, new: Backend, layout: Layout) -> list[Operatio
                 )
             if not server.plain or "agent-check" in server.tokens:
                 raise NotRuntime(f"{where}: this server line cannot be sent to the runtime API")
+            if "cookie" in server.tokens:  # HAProxy 2.6's `add server` refuses the keyword
+                raise NotRuntime(f"{where}: a server with a `cookie` cannot be added at runtime")
             changes.append(AddServer(new.name, name, server.tokens, server.weight, server.checked))
             continue
         if previous.settings != server.settings or not (previous.plain and server.plain):

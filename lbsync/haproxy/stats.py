@@ -32,7 +32,9 @@ class ErrorCounts:
 
 def parse_show_stat(text: str, backend: str, servers: Iterable[str]) -> ErrorCounts:
     """Sum the responses and errors (5xx, failed connections, broken responses) of some
-    servers of a backend in `show stat` CSV."""
+    servers of a backend in `show stat` CSV, with the same servers in the backend's group
+    backends (`<backend>:sticky:<group>`, `<backend>:pin:<group>`): sticky clients and pinned
+    requests reach the servers there. No service name holds a `:`, so only those match."""
     wanted = set(servers)
     lines = [line for line in text.splitlines() if line.strip()]
     header = next((line for line in lines if line.startswith("# ")), None)
@@ -44,7 +46,10 @@ def parse_show_stat(text: str, backend: str, servers: Iterable[str]) -> ErrorCou
         if line.startswith("#"):
             continue
         row = dict(zip(columns, line.split(","), strict=False))
-        if row.get("pxname") != backend or row.get("svname") not in wanted:
+        proxy = row.get("pxname", "")
+        if row.get("svname") not in wanted or not (
+            proxy == backend or proxy.startswith(f"{backend}:")
+        ):
             continue
 
         def number(name: str, fields: dict[str, str] = row) -> int:

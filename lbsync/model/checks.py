@@ -29,6 +29,12 @@ MAX_META_VALUE: Final = 512
 META_VALUE_RE: Final = re.compile(r"[!%&*+,\-./0-9:<=>?@A-Z\[\]^_a-z|~]{0,512}")
 SETTING_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,128}(/[A-Za-z0-9_.-]{1,128}){0,15}")
 MAX_INSTANCE_WEIGHT: Final = 65535
+# The RFC 7230 token characters that no configuration syntax treats specially: a token may hold
+# `#`, `$`, `'`, `|` or a backtick, which HAProxy or nginx read as a comment, a variable or a
+# quote. Header names keep to letters, digits and `-` (nginx drops a header with `_` or `.` by
+# default: `underscores_in_headers`, `ignore_invalid_headers`); cookie names add `_` and `.`.
+HEADER_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+COOKIE_NAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 
 class ContractError(ValueError):
@@ -72,6 +78,27 @@ def instance_id(value: object, what: str = "instance id") -> str:
 def group(value: object, what: str = "group") -> str:
     """A split group name."""
     return _fullmatch(GROUP_RE, value, what, shape="letters, digits, '.', '_' or '-' (max 64)")
+
+
+def header_name(value: object, what: str = "header") -> str:
+    """An HTTP header name a proxy matches requests on: letters, digits and `-`."""
+    return _fullmatch(
+        HEADER_NAME_RE,
+        value,
+        what,
+        shape="a header name of letters, digits and '-' (max 64), starting with a letter or digit",
+    )
+
+
+def cookie_name(value: object, what: str = "cookie") -> str:
+    """A cookie name a proxy reads or sets: letters, digits, `_`, `.` and `-`."""
+    return _fullmatch(
+        COOKIE_NAME_RE,
+        value,
+        what,
+        shape="a cookie name of letters, digits, '_', '.' or '-' (max 64), not starting with "
+        "'.' or '-'",
+    )
 
 
 def hostname(value: object, what: str = "host") -> str:

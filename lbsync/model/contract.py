@@ -40,10 +40,12 @@ from lbsync.model.values import (
     HealthCheck,
     Instance,
     OnEmpty,
+    Pin,
     Rejection,
     Route,
     Setting,
     Split,
+    Sticky,
 )
 
 MAX_GROUPS = 32
@@ -52,9 +54,11 @@ MAX_TAGS = 64
 MAX_META = 64
 MIN_CHECK_INTERVAL_MS = 100
 MAX_CHECK_INTERVAL_MS = 3_600_000
-ROUTE_FIELDS = frozenset(("hosts", "path", "balance", "check"))
+ROUTE_FIELDS = frozenset(("hosts", "path", "balance", "check", "sticky"))
 CHECK_FIELDS = frozenset(("path", "interval_ms"))
-SPLIT_FIELDS = frozenset(("by", "groups", "on_empty"))
+STICKY_FIELDS = frozenset(("cookie",))
+SPLIT_FIELDS = frozenset(("by", "groups", "on_empty", "pin"))
+PIN_FIELDS = frozenset(("header", "cookie"))
 INSTANCE_FIELDS = frozenset(("address", "port", "tags", "meta", "weight", "health"))
 
 
@@ -89,7 +93,8 @@ def _enum(kind: type[_Choice], value: object, what: str) -> _Choice:
 
 
 def parse_route(service: str, value: object) -> Route:
-    """A route: hosts, path prefix, balance algorithm and an optional active check."""
+    """A route: hosts, path prefix, balance algorithm, an optional active check and an optional
+    sticky cookie."""
     data = _object(value, "route", ROUTE_FIELDS)
     hosts = tuple(
         sorted(
@@ -113,11 +118,33 @@ def parse_route(service: str, value: object) -> Route:
                 high=MAX_CHECK_INTERVAL_MS,
             ),
         )
-    return Route(service=service, hosts=hosts, path=path, balance=balance, check=check)
+    sticky = None
+    if data.get("sticky") is not None:
+        sticky_data = _object(data["sticky"], "sticky", STICKY_FIELDS)
+        if "cookie" not in sticky_data:
+            raise ContractError('sticky needs a cookie name: {"cookie": "NAME"}')
+        sticky = Sticky(cookie=checks.cookie_name(sticky_data["cookie"], "sticky.cookie"))
+    return Route(
+        service=service, hosts=hosts, path=path, balance=balance, check=check, sticky=sticky
+    )
+
+
+def _pin(value: object) -> Pin:
+    """A split's pinning: a header name, a cookie name, or both."""
+    data = _object(value, "pin", PIN_FIELDS)
+    header = data.get("header")
+    cookie = data.get("cookie")
+    if header is None and cookie is None:
+        raise ContractError("pin needs a header or a cookie name (or both)")
+    return Pin(
+        header=None if header is None else checks.header_name(header, "pin.header"),
+        cookie=None if cookie is None else checks.cookie_name(cookie, "pin.cookie"),
+    )
 
 
 def parse_split(service: str, value: object) -> Split:
-    """A split: `by` (tag or meta:<key>), named group shares summing to at most 100, on_empty."""
+    """A split: `by` (tag or meta:<key>), named group shares summing to at most 100, on_empty,
+    and an optional pin (the header or cookie whose value names a group)."""
     data = _object(value, "split", SPLIT_FIELDS)
     by = data.get("by", "tag")
     if by != "tag" and not (isinstance(by, str) and by.startswith("meta:")):
@@ -137,7 +164,8 @@ def parse_split(service: str, value: object) -> Split:
     if total > 100.0 + 1e-9:
         raise ContractError(f"group shares sum to {total:g}, more than 100")
     on_empty = _enum(OnEmpty, data.get("on_empty", OnEmpty.REDISTRIBUTE.value), "on_empty")
-    return Split(service=service, by=by, groups=groups, on_empty=on_empty)
+    pin = None if data.get("pin") is None else _pin(data["pin"])
+    return Split(service=service, by=by, groups=groups, on_empty=on_empty, pin=pin)
 
 
 def parse_instance(service: str, instance_id: str, value: object) -> Instance:

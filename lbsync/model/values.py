@@ -91,6 +91,14 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
+class Sticky:
+    """A route's sticky clients: the cookie that keeps a client in the group it was sent to
+    while that group has a share (docs/traffic.md)."""
+
+    cookie: str
+
+
+@dataclass(frozen=True)
 class Route:
     """How a service is exposed: which hosts and path prefix reach it, and how it balances."""
 
@@ -99,6 +107,16 @@ class Route:
     path: str = "/"
     balance: Balance = Balance.ROUNDROBIN
     check: HealthCheck | None = None
+    sticky: Sticky | None = None
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A split's pinning: the request header and/or cookie whose value names a group, which
+    such a request then reaches whatever the shares (testers reach green at 0 %)."""
+
+    header: str | None = None
+    cookie: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +127,7 @@ class Split:
     by: str = "tag"
     groups: tuple[tuple[str, float], ...] = ()
     on_empty: OnEmpty = OnEmpty.REDISTRIBUTE
+    pin: Pin | None = None
 
     @property
     def named_total(self) -> float:

@@ -4,7 +4,8 @@ The template context is a versioned interface (see docs/templates.md); version 1
 `services` (exposed services), `service_index` (name -> 1-based position), `all_services`,
 `http_rules` (HAProxy rule order), `virtual_hosts` (nginx server blocks), `settings` (decoded
 JSON), `kv` (raw keys: `get`, `ls`), `vars` (the target's free variables), `rejected`, and
-`lbsync` (versions).
+`lbsync` (versions). Version 2 adds, on each service, what sticky clients and pinned requests
+need: `sticky_cookie`, `pin`, `routes_by_group`, `group_servers` and `draw`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import jinja2
 import jinja2.sandbox
 
 from lbsync import __version__
-from lbsync.core.state import DesiredState, ServerState, ServiceState
+from lbsync.core.bygroup import DrawStep, GroupServers
+from lbsync.core.servers import ServerState
+from lbsync.core.state import DesiredState, ServiceState
 from lbsync.core.weights import GroupShare
 from lbsync.model.text import shown
 from lbsync.model.values import (
@@ -27,13 +30,15 @@ from lbsync.model.values import (
     Health,
     HealthCheck,
     OnEmpty,
+    Pin,
     Rejection,
     Route,
     Setting,
     Split,
+    Sticky,
 )
 
-CONTEXT_VERSION = 1
+CONTEXT_VERSION = 2
 
 
 class RenderError(Exception):
@@ -198,7 +203,8 @@ def _environment(directory: Path) -> jinja2.Environment:
 
 _CONTEXT_VALUES: frozenset[type] = frozenset(
     {ServiceState, ServerState, GroupShare, HttpRule, Location, VirtualHost}
-    | {Route, HealthCheck, Split, Setting, Rejection, Balance, OnEmpty, Health}
+    | {GroupServers, DrawStep}
+    | {Route, HealthCheck, Split, Setting, Rejection, Balance, OnEmpty, Health, Sticky, Pin}
 )
 
 

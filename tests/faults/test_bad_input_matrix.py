@@ -99,6 +99,39 @@ def case(name: str, bad: Any, *refused: tuple[str, str], unusable: str | None = 
     return pytest.param(SourceCase(bad, tuple(refused), unusable), id=name)
 
 
+PIN_FIELDS = ("header", "cookie")
+
+
+def sticky_route(n: int, char: str) -> dict[str, Any]:
+    """A route of its own whose sticky cookie name holds `char`."""
+    return {"path": f"/sticky{n}", "sticky": {"cookie": f"lb{char}evil"}}
+
+
+def pin_split(field: str, char: str) -> dict[str, Any]:
+    """A split whose pin header or cookie name holds `char`."""
+    return {"groups": {"blue": 10}, "pin": {field: f"X{char}evil"}}
+
+
+def routing_names(keyed: Any) -> list[Any]:
+    """Store cases (`keyed(what, reason, [(key, value)])`) for sticky cookie and pin names
+    with each of `CHARS`, each on a service of its own."""
+    return [
+        keyed(
+            "sticky cookie names",
+            "sticky.cookie must be a cookie name",
+            [(f"services/sticky-{n}/route", js(sticky_route(n, c))) for n, c in enumerate(CHARS)],
+        ),
+        *(
+            keyed(
+                f"pin {field} names",
+                f"pin.{field} must be a {field} name",
+                [(f"services/pin-{n}/split", js(pin_split(field, c))) for n, c in enumerate(CHARS)],
+            )
+            for field in PIN_FIELDS
+        ),
+    ]
+
+
 # ---- the services file ---------------------------------------------------------------------
 
 
@@ -172,6 +205,10 @@ def file_charsets() -> list[Any]:
             "service name must be",
             [(f"svc{c}evil", {"path": f"/svc{n}"}) for n, c in enumerate(CHARS)],
         ),
+        "sticky cookie names": (
+            "sticky.cookie must be a cookie name",
+            [(f"sticky-{n}", sticky_route(n, c)) for n, c in enumerate(CHARS)],
+        ),
     }
     cases += [
         case(
@@ -191,6 +228,20 @@ def file_charsets() -> list[Any]:
             *((at_file("services", f"grp-{n}", "split"), "group name must be") for n in range(6)),
         )
     )
+    cases += [
+        case(
+            f"pin {field} names with {', '.join(map(repr, CHARS))}",
+            "".join(
+                table("services", f"pin-{n}", "split", **pin_split(field, c))
+                for n, c in enumerate(CHARS)
+            ),
+            *(
+                (at_file("services", f"pin-{n}", "split"), f"pin.{field} must be a {field} name")
+                for n in range(len(CHARS))
+            ),
+        )
+        for field in PIN_FIELDS
+    ]
     cases.append(
         case(
             "setting strings with control characters",
@@ -398,6 +449,7 @@ def etcd_charsets() -> list[Any]:
                 for n, c in enumerate(CHARS)
             ],
         ),
+        *routing_names(keyed),
         case(
             "setting strings with control characters",
             EtcdBad(
@@ -602,6 +654,7 @@ def kv_charsets() -> list[Any]:
                 for n, c in enumerate(CHARS)
             ],
         ),
+        *routing_names(keyed),
         case(
             f"service names in KV with {', '.join(map(repr, CHARS))}",
             ConsulBad(

@@ -407,12 +407,15 @@ catalog_routes = st.fixed_dictionaries(
         "balance": st.sampled_from(["roundrobin", "leastconn", "random"]),
     },
     optional={
+        "sticky": st.fixed_dictionaries(
+            {"cookie": st.from_regex(checks.COOKIE_NAME_RE, fullmatch=True)}
+        ),
         "check": st.fixed_dictionaries(
             {
                 "path": st.from_regex(checks.PATH_RE, fullmatch=True),
                 "interval_ms": st.integers(100, 3_600_000),
             }
-        )
+        ),
     },
 )
 catalog_instances = st.fixed_dictionaries(
@@ -421,7 +424,7 @@ catalog_instances = st.fixed_dictionaries(
         # one resolving here is localhost
         "address": st.ip_addresses().map(str) | st.just("localhost"),
         "port": st.integers(1, 65535),
-        "tags": st.lists(st.sampled_from(["blue", "green", "canary"]), max_size=2),
+        "tags": st.lists(st.sampled_from(["blue", "green", "canary", "v1.5"]), max_size=2),
         "weight": st.integers(0, 65535),
         "health": st.sampled_from(["passing", "warning", "critical", "maintenance"]),
     },
@@ -434,10 +437,20 @@ catalog_instances = st.fixed_dictionaries(
 catalog_splits = st.fixed_dictionaries(
     {
         "groups": st.dictionaries(
-            st.sampled_from(["blue", "green", "canary"]), st.integers(0, 100) | st.floats(0, 100)
+            st.sampled_from(["blue", "green", "canary", "v1.5"]),
+            st.integers(0, 100) | st.floats(0, 100),
         ),
         "on_empty": st.sampled_from(["redistribute", "fail"]),
-    }
+    },
+    optional={
+        "pin": st.fixed_dictionaries(
+            {},
+            optional={
+                "header": st.from_regex(checks.HEADER_NAME_RE, fullmatch=True),
+                "cookie": st.from_regex(checks.COOKIE_NAME_RE, fullmatch=True),
+            },
+        ).filter(bool)
+    },
 )
 service_names = st.from_regex(checks.NAME_RE, fullmatch=True)
 instance_ids = st.from_regex(checks.INSTANCE_ID_RE, fullmatch=True)
@@ -481,6 +494,7 @@ def targets(scratch: Path) -> tuple[TargetConfig, ...]:
 VALIDATORS = {"haproxy": ("haproxy", "-c", "-q", "-f"), "nginx": ("nginx", "-t", "-q", "-c")}
 
 
+LOCAL = {"address": "127.0.0.1", "port": 80, "weight": 1, "health": "passing"}
 NGINX_LONG_HOST: dict[str, Any] = {
     "0": (
         {
@@ -494,9 +508,20 @@ NGINX_LONG_HOST: dict[str, Any] = {
 }
 
 
+STICKY_LONG_NAME: dict[str, Any] = {
+    "s" * 128: (
+        {"hosts": [], "path": "/", "balance": "roundrobin", "sticky": {"cookie": "c"}},
+        {"groups": {"blue": 50}, "on_empty": "redistribute"},
+        {"b": {**LOCAL, "tags": ["blue"]}, "g": {**LOCAL, "tags": ["green"]}},
+    )
+}
+
+
 @RENDERED
 @given(catalog=catalogs)
 @example(catalog=NGINX_LONG_HOST)  # found: nginx refused a host name of 47 characters
+# found: a string key of an nginx map longer than map_hash_bucket_size failed the whole file
+@example(catalog=STICKY_LONG_NAME)
 def test_whatever_the_catalog_holds_haproxy_and_nginx_accept_the_rendered_file(
     targets: tuple[TargetConfig, ...], catalog: dict[str, Any]
 ) -> None:

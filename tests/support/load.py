@@ -29,21 +29,31 @@ class Tally:
         self.reasons[reason] += 1
 
 
-async def exchange(
+async def exchange_headers(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
-) -> tuple[int, bool, str]:
-    """Send one request; the status, whether the server closes, and the body."""
+) -> tuple[int, list[tuple[str, str]], str]:
+    """Send one request; the status, the headers (names in lower case, in order, repeats
+    kept) and the body."""
     writer.write(request)
     await writer.drain()
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     lines = head.decode(errors="replace").split("\r\n")
     status = int(lines[0].split(" ")[1])
-    headers = {
-        key.strip().lower(): value.strip()
+    headers = [
+        (key.strip().lower(), value.strip())
         for key, _, value in (line.partition(":") for line in lines[1:] if line)
-    }
-    body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), 10)
-    return status, headers.get("connection", "").lower() == "close", body.decode().strip()
+    ]
+    length = int(dict(headers).get("content-length", "0"))
+    body = await asyncio.wait_for(reader.readexactly(length), 10)
+    return status, headers, body.decode().strip()
+
+
+async def exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, bool, str]:
+    """Send one request; the status, whether the server closes, and the body."""
+    status, headers, body = await exchange_headers(reader, writer, request)
+    return status, dict(headers).get("connection", "").lower() == "close", body
 
 
 async def keepalive_client(port: int, host: str, tally: Tally, stop: asyncio.Event) -> None:

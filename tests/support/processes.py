@@ -184,6 +184,25 @@ class Nginx:
         wait_until(lambda: is_listening(self.port), 10, f"nginx listening on {self.port}")
         wait_until(self.pidfile.exists, 10, "nginx's pidfile")
 
+    def worker_pids(self) -> frozenset[int]:
+        """The PIDs of the master's children (its workers, old ones too until they exit)."""
+        if self.process is None:
+            return frozenset()
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        try:
+            return frozenset(int(pid) for pid in children.read_text().split())
+        except FileNotFoundError:
+            return frozenset()
+
+    def wait_for_new_workers(self, before: frozenset[int], timeout: float = 10) -> None:
+        """Wait until none of the workers `before` a reload is left, and a new one runs: only
+        then does every new connection meet the new configuration."""
+        wait_until(
+            lambda: bool(self.worker_pids()) and not self.worker_pids() & before,
+            timeout,
+            "nginx's workers to be the reloaded ones",
+        )
+
     def stop(self) -> None:
         if self.process is not None:
             with contextlib.suppress(ProcessLookupError):

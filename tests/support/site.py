@@ -87,8 +87,10 @@ class Site:
             f"[target.vars]\n{variables}"
         )
 
-    def write_services(self, services: dict[str, dict[str, Any]]) -> None:
-        write_atomically(self.services, services_toml(services))
+    def write_services(
+        self, services: dict[str, dict[str, Any]], settings: dict[str, Any] | None = None
+    ) -> None:
+        write_atomically(self.services, services_toml(services, settings))
 
     def config(self) -> Config:
         return load(self.config_path, environ={})

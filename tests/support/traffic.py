@@ -1,11 +1,14 @@
-"""Counting which backend answers, through a real proxy, over keep-alive connections."""
+"""Counting which backend answers, through a real proxy, over keep-alive connections; clients
+with cookie jars of their own."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from support.load import exchange
+from support.load import exchange, exchange_headers
 
 
 async def tally(port: int, host: str, requests: int, clients: int = 4) -> collections.Counter[str]:
@@ -35,3 +38,58 @@ def shares(counts: collections.Counter[str], groups: dict[str, list[str]]) -> di
     """Percent of responses per group of backend names."""
     total = sum(counts.values())
     return {group: 100 * sum(counts[n] for n in names) / total for group, names in groups.items()}
+
+
+@dataclass
+class Client:
+    """One browser: its own cookie jar, and the backend that answered each of its requests
+    (`HTTP <status>` when not 200)."""
+
+    jar: dict[str, str] = field(default_factory=dict)
+    answers: list[str] = field(default_factory=list)
+
+    def request(self, host: str, extra: Sequence[str]) -> bytes:
+        """A GET with this client's cookies and the `extra` header lines, as written."""
+        lines = ["GET / HTTP/1.1", f"Host: {host}"]
+        if self.jar:
+            lines.append("Cookie: " + "; ".join(f"{k}={v}" for k, v in self.jar.items()))
+        return ("\r\n".join([*lines, *extra]) + "\r\n\r\n").encode()
+
+    def keep(self, headers: list[tuple[str, str]]) -> None:
+        """Store the cookies an answer sets."""
+        for name, value in headers:
+            if name == "set-cookie":
+                cookie, _, _ = value.partition(";")
+                key, _, text = cookie.partition("=")
+                self.jar[key.strip()] = text.strip()
+
+
+async def visit(
+    port: int,
+    host: str,
+    clients: Sequence[Client],
+    *,
+    extra: Sequence[str] = (),
+    connections: int = 8,
+) -> None:
+    """One request from each client in turn, over a few keep-alive connections (cookies are
+    the client's, not the connection's)."""
+    queue = list(reversed(clients))
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while queue:
+                client = queue.pop()
+                status, headers, body = await exchange_headers(
+                    reader, writer, client.request(host, extra)
+                )
+                client.keep(headers)
+                client.answers.append(body if status == 200 else f"HTTP {status}")
+                if dict(headers).get("connection", "").lower() == "close":
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(connections)))

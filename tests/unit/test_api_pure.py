@@ -28,7 +28,8 @@ from lbsync.pipeline.report import ApplyReport, Outcome
 T0 = 1_700_000_000.0
 
 
-def shop_state(green_health: str = "passing") -> DesiredState:
+def shop_state(green_health: str = "passing", **changed: object) -> DesiredState:
+    """The shop; `changed` replaces keys (`route`, `split`) of its values."""
     values: dict[str, object] = {
         "services/shop/route": {"hosts": ["shop.example.com"]},
         "services/shop/split": {"groups": {"blue": 90, "green": 10}},
@@ -41,6 +42,7 @@ def shop_state(green_health: str = "passing") -> DesiredState:
         },
         "settings/secret": "do not show",
     }
+    values.update({f"services/shop/{key}": value for key, value in changed.items()})
     entries, rejected = parse_values(values, describe=str)
     return build(merge([Snapshot(source="file", entries=entries, rejected=rejected)]))
 
@@ -110,6 +112,20 @@ def test_the_status_document_holds_shares_servers_and_reports_but_no_setting_val
     assert document["sources"][0]["age_seconds"] == 5
     assert document["events"][0]["seconds"]["reload"] == 0.1
     assert (document["ready"], document["not_ready"]) == (True, None)
+
+
+def test_the_terminal_table_names_a_sticky_cookie_and_a_pin() -> None:
+    state = shop_state(
+        route={"hosts": ["shop.example.com"], "sticky": {"cookie": "lbsync.shop"}},
+        split={"groups": {"blue": 90}, "pin": {"header": "X-Canary", "cookie": "canary"}},
+    )
+    document = status_json(started().with_cycle(state, ()), now=T0 + 3)
+    assert document["services"][0]["split"]["pin"] == {"header": "X-Canary", "cookie": "canary"}
+    text = format_status(document, "http://127.0.0.1:9180")
+    assert (
+        "SERVICE shop  (shop.example.com /; split by tag; sticky cookie lbsync.shop; "
+        "pinned by header X-Canary, cookie canary)"
+    ) in text
 
 
 def test_the_terminal_table_shows_groups_instances_sources_and_the_last_apply() -> None:

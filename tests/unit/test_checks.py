@@ -75,6 +75,16 @@ def test_a_host_name_longer_than_253_characters_is_refused() -> None:
         pytest.param(checks.meta_value, "v1", 'say "x"', id="meta value quotes"),
         pytest.param(checks.meta_value, "x", "a # b", id="meta value comment"),
         pytest.param(checks.setting_name, "limits/rps", "a\nb", id="setting name"),
+        pytest.param(checks.header_name, "X-Canary", "X_Canary", id="header name _"),
+        pytest.param(checks.header_name, "x-lb-2", "X-Can ary", id="header name space"),
+        pytest.param(checks.header_name, "Canary", "X-Canary:", id="header name colon"),
+        pytest.param(checks.header_name, "A", "-canary", id="header name leading -"),
+        pytest.param(checks.cookie_name, "lbsync.shop", "a=b", id="cookie name ="),
+        pytest.param(checks.cookie_name, "_sticky-1", "a;b", id="cookie name ;"),
+        pytest.param(checks.cookie_name, "canary", "can$ary", id="cookie name $"),
+        pytest.param(checks.cookie_name, "c", "can#ary", id="cookie name #"),
+        pytest.param(checks.cookie_name, "c2", "'canary'", id="cookie name quotes"),
+        pytest.param(checks.cookie_name, "C_2", ".canary", id="cookie name leading ."),
     ],
 )
 def test_each_check_accepts_its_shape_and_refuses_others(

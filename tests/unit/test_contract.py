@@ -13,10 +13,12 @@ from lbsync.model.values import (
     HealthCheck,
     Instance,
     OnEmpty,
+    Pin,
     Rejection,
     Route,
     Setting,
     Split,
+    Sticky,
 )
 
 ROUTE = "services/shop/route"
@@ -61,6 +63,26 @@ def test_a_split_keeps_its_groups_in_key_order() -> None:
         groups=(("1.5", 10.0), ("1.4", 90.0)),
         on_empty=OnEmpty.FAIL,
     )
+
+
+def test_a_route_may_keep_its_clients_in_their_group_by_a_cookie() -> None:
+    parsed = parse_entry(ROUTE, {"sticky": {"cookie": "lbsync.shop"}})
+    assert parsed == Route(service="shop", sticky=Sticky(cookie="lbsync.shop"))
+    assert parse_entry(ROUTE, {"sticky": None}) == Route(service="shop")
+
+
+@pytest.mark.parametrize(
+    ("pin", "expected"),
+    [
+        ({"header": "X-Canary", "cookie": "canary"}, Pin(header="X-Canary", cookie="canary")),
+        ({"header": "X-Canary"}, Pin(header="X-Canary")),
+        ({"cookie": "canary"}, Pin(cookie="canary")),
+    ],
+)
+def test_a_split_may_pin_by_a_header_a_cookie_or_both(pin: dict[str, str], expected: Pin) -> None:
+    parsed = parse_entry(SPLIT, {"groups": {"green": 0}, "pin": pin})
+    assert isinstance(parsed, Split)
+    assert parsed.pin == expected
 
 
 def test_a_split_may_sum_to_exactly_100_or_less() -> None:
@@ -156,6 +178,29 @@ BAD_VALUES = [
     case(ROUTE, {"check": {"path": "health"}}, "check.path", id="check path without slash"),
     case(ROUTE, {"check": {"interval_ms": 5}}, "check.interval_ms", id="check too often"),
     case(ROUTE, ["shop.example.com"], "route must be a JSON object", id="route as list"),
+    case(ROUTE, {"sticky": {}}, "sticky needs a cookie name", id="sticky without cookie"),
+    case(ROUTE, {"sticky": "lb"}, "sticky must be a JSON object", id="sticky as string"),
+    case(ROUTE, {"sticky": {"cookie": "lb", "ttl": 1}}, "sticky has unknown", id="sticky unknown"),
+    case(ROUTE, {"sticky": {"cookie": "a b"}}, "sticky.cookie must be", id="sticky cookie space"),
+    case(ROUTE, {"sticky": {"cookie": "a;b"}}, "sticky.cookie must be", id="sticky cookie ;"),
+    case(ROUTE, {"sticky": {"cookie": "a\nb"}}, "sticky.cookie must be", id="sticky cookie LF"),
+    case(ROUTE, {"sticky": {"cookie": 'a"b'}}, "sticky.cookie must be", id="sticky cookie quote"),
+    case(ROUTE, {"sticky": {"cookie": "a#b"}}, "sticky.cookie must be", id="sticky cookie #"),
+    case(ROUTE, {"sticky": {"cookie": "$a"}}, "sticky.cookie must be", id="sticky cookie $"),
+    case(ROUTE, {"sticky": {"cookie": ""}}, "sticky.cookie must be", id="sticky cookie empty"),
+    case(ROUTE, {"sticky": {"cookie": "c" * 65}}, "sticky.cookie must be", id="sticky cookie long"),
+    case(ROUTE, {"sticky": {"cookie": 7}}, "sticky.cookie must be a string", id="sticky cookie 7"),
+    case(SPLIT, {"pin": {}}, "pin needs a header or a cookie", id="pin empty"),
+    case(SPLIT, {"pin": "X-Canary"}, "pin must be a JSON object", id="pin as string"),
+    case(SPLIT, {"pin": {"query": "x"}}, "pin has unknown field(s): query", id="pin unknown"),
+    case(SPLIT, {"pin": {"header": "X Canary"}}, "pin.header must be", id="pin header space"),
+    case(SPLIT, {"pin": {"header": "X-Canary\r\nX"}}, "pin.header must be", id="pin header CRLF"),
+    case(SPLIT, {"pin": {"header": "X-Can;ary"}}, "pin.header must be", id="pin header ;"),
+    case(SPLIT, {"pin": {"header": "X_Canary"}}, "pin.header must be", id="pin header _"),
+    case(SPLIT, {"pin": {"header": "X-Canary}"}}, "pin.header must be", id="pin header brace"),
+    case(SPLIT, {"pin": {"cookie": "can ary"}}, "pin.cookie must be", id="pin cookie space"),
+    case(SPLIT, {"pin": {"cookie": "c'x"}}, "pin.cookie must be", id="pin cookie quote"),
+    case(SPLIT, {"pin": {"header": "X-C", "cookie": "c\\x"}}, "pin.cookie", id="pin cookie \\"),
     case("services/shop/foo", {}, "unknown key", id="unknown key under a service"),
     case("services/shop", {}, "unknown key", id="service without a kind"),
     case("services/shop/instances", {}, "unknown key", id="instances without id"),

@@ -16,7 +16,7 @@ from lbsync import config
 from lbsync.core.state import BuildCache, DesiredState, ServiceState, build
 from lbsync.haproxy import layout
 from lbsync.haproxy.blocks import server_blocks, splice
-from lbsync.haproxy.operations import AddServer, DelServer, SetWeight
+from lbsync.haproxy.operations import AddServer, DelServer, NotRuntime, SetWeight, runtime_changes
 from lbsync.model.catalog import MergeCache, merge
 from lbsync.model.contract import parse_values
 from lbsync.model.values import Snapshot
@@ -231,3 +231,92 @@ def test_blocks_splice_as_a_rescan_finds_them() -> None:
     patched, moved = splice(text, blocks, {"b": b"    server b1 2.2.2.1:1 weight 100\n"})
     assert b"weight 100\nlisten c" in patched
     assert moved == server_blocks(patched)
+
+
+def routed_by_group(split: float = 10, **extra: Values) -> Values:
+    """`catalog_values` with svc-03 sticky and pinned (cookie and header), its canary at
+    `split` (its stable instances are the default group)."""
+    values = catalog_values()
+    values["services/svc-03/route"] = {
+        "hosts": ["svc-03.example.com"],
+        "sticky": {"cookie": "lbsync"},
+    }
+    values["services/svc-03/split"] = {
+        "groups": {"canary": split},
+        "pin": {"header": "X-Canary", "cookie": "canary"},
+    }
+    return {**values, **extra}
+
+
+def test_a_share_change_on_a_sticky_pinned_service_sets_weights_in_its_split_and_sticky_backends(
+    tmp_path: Path,
+) -> None:
+    world = shipped(tmp_path)
+    basis = world.state(routed_by_group(split=10))
+    state = world.state(routed_by_group(split=0))
+    patch = world.patch(basis, state)
+    assert isinstance(patch, fastlane.Patch), patch
+    assert patch.weights_only
+    # the stable instances (the default group) keep 256: only the canary's weight changes
+    assert {op.backend for op in patch.operations} == {"svc-03", "svc-03:sticky:canary"}
+    assert patch.content == world.whole(state)
+    operations = layout_runtime(world.whole(basis), world.whole(state))
+    assert set(operations) == set(patch.operations)
+
+
+def layout_runtime(before: bytes, after: bytes) -> tuple[object, ...]:
+    """What the whole render's plan sends: the runtime operations between two files."""
+    return runtime_changes(layout.parse(before.decode()), layout.parse(after.decode()))
+
+
+def test_a_health_flip_on_a_pinned_service_sets_the_pinned_weight_too(tmp_path: Path) -> None:
+    world = shipped(tmp_path)
+    values = routed_by_group()
+    sick = {
+        "services/svc-03/instances/svc-03-0": {
+            "address": "10.0.3.1",
+            "port": 8080,
+            "tags": ["canary"],
+            "health": "critical",
+        }
+    }
+    patch = world.patch(world.state(values), world.state({**values, **sick}))
+    assert isinstance(patch, fastlane.Patch), patch
+    assert {op for op in patch.operations if isinstance(op, SetWeight)} == {
+        SetWeight("svc-03", "svc-03-0", 0),
+        SetWeight("svc-03:sticky:canary", "svc-03-0", 0),
+        SetWeight("svc-03:pin:canary", "svc-03-0", 0),  # a pin to it falls back to the split
+    }
+
+
+def joining(world: World, values: Values, tag: str) -> tuple[DesiredState, DesiredState]:
+    """The states before and after svc-03-9 (tagged `tag`) joins svc-03."""
+    instance = {"address": "10.0.3.99", "port": 8080, "tags": [tag]}
+    return world.state(values), world.state(
+        {**values, "services/svc-03/instances/svc-03-9": instance}
+    )
+
+
+def test_a_server_joining_a_sticky_service_takes_a_reload_as_its_cookie_cannot_be_added(
+    tmp_path: Path,
+) -> None:
+    world = shipped(tmp_path)
+    before, after = joining(world, routed_by_group(), "stable")
+    patch = world.patch(before, after)
+    assert isinstance(patch, fastlane.NotFast) and "`cookie`" in patch.reason, patch
+    with pytest.raises(NotRuntime, match="cannot be added at runtime"):
+        layout_runtime(world.whole(before), world.whole(after))
+
+
+def test_a_server_joining_a_pinned_service_is_added_to_its_split_and_group_backends(
+    tmp_path: Path,
+) -> None:
+    world = shipped(tmp_path)
+    values = routed_by_group()
+    values["services/svc-03/route"] = {"hosts": ["svc-03.example.com"]}  # not sticky
+    before, after = joining(world, values, "canary")
+    patch = world.patch(before, after)
+    assert isinstance(patch, fastlane.Patch), patch
+    added = {(op.backend, op.server) for op in patch.operations if isinstance(op, AddServer)}
+    assert added == {("svc-03", "svc-03-9"), ("svc-03:pin:canary", "svc-03-9")}
+    assert patch.content == world.whole(after)

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from lbsync import config
-from lbsync.core.state import DesiredState, build, server_name
+from lbsync.core.servers import server_name
+from lbsync.core.state import DesiredState, build
 from lbsync.model.catalog import merge
 from lbsync.model.contract import parse_values
 from lbsync.model.values import HealthMode, Snapshot
@@ -292,7 +293,7 @@ def test_templates_read_settings_kv_vars_and_the_context_version(tmp_path: Path)
     out = render(
         build(merge([snapshot])), load_template(template_file(tmp_path, text)), {"port": 81}
     )
-    assert out == "platform 10 hi motd,x 81 v1\n"
+    assert out == "platform 10 hi motd,x 81 v2\n"
 
 
 # --- shipped templates, text level ---

@@ -80,6 +80,16 @@ def test_show_stat_sums_the_group_servers_responses_and_errors() -> None:
     assert total == 105 and ratio == pytest.approx(10 / 105)
 
 
+def test_show_stat_counts_the_group_servers_in_the_service_group_backends_too() -> None:
+    text = SHOW_STAT + (
+        "shop:sticky:green,green-1,0,0,0,40,0,0,4,0,\n"
+        "shop:pin:green,green-1,0,0,0,10,0,0,1,0,\n"
+        "shopping,green-1,0,0,0,1000,0,0,1000,0,\n"  # another service: not counted
+    )
+    counts = parse_show_stat(text, "shop", {"green-1"})
+    assert (counts.responses, counts.errors) == (105 + 44 + 11, 10 + 4 + 1)
+
+
 def test_show_stat_without_a_header_is_refused() -> None:
     with pytest.raises(ValueError, match="not `show stat` output"):
         parse_show_stat("Unknown command\n", "shop", {"green-1"})

@@ -16,7 +16,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from lbsync.core.state import ServerState, ServiceState
+from lbsync.core.servers import ServerState
+from lbsync.core.state import ServiceState
 from lbsync.core.weights import GroupShare
 from lbsync.daemon.status import SourceStatus, Status
 from lbsync.model.keys import rollout_key
@@ -182,6 +183,7 @@ def route_json(route: Route) -> JSON:
         "path": route.path,
         "balance": route.balance.value,
         "check": None if check is None else {"path": check.path, "interval_ms": check.interval_ms},
+        "sticky": None if route.sticky is None else {"cookie": route.sticky.cookie},
     }
 
 
@@ -191,6 +193,7 @@ def split_json(split: Split) -> JSON:
         "by": split.by,
         "groups": [{"name": name, "share": share} for name, share in split.groups],
         "on_empty": split.on_empty.value,
+        "pin": None if (pin := split.pin) is None else {"header": pin.header, "cookie": pin.cookie},
     }
 
 

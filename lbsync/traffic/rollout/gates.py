@@ -12,7 +12,8 @@ split by `meta:<key>` is gated on exactly the servers it sends traffic to.
 from __future__ import annotations
 
 from lbsync.core.groups import belongs
-from lbsync.core.state import ServerState, ServiceState
+from lbsync.core.servers import ServerState
+from lbsync.core.state import ServiceState
 from lbsync.haproxy.stats import ErrorCounts
 
 
