@@ -107,7 +107,8 @@ async def test_a_group_that_answers_500_fails_the_error_ratio_gate(world: World)
     async with PrometheusClient(world.prometheus.url, timeout=5) as client:
         reading = await conclusive(client, gate, world.target("green"))
     assert (reading.verdict, reading.value) == (Verdict.FAIL, 1.0)
-    assert 'server=~"green-1[.]5"' in reading.query and 'proxy="shop"' in reading.query
+    assert 'server=~"green-1[.]5"' in reading.query
+    assert 'proxy=~"shop|shop:(sticky|pin):.+"' in reading.query
     found = assess(Tally().add([reading]), [gate], Limits())
     assert found.outcome is Outcome.FAILED
     assert "metric error-ratio failed 1 time(s)" in found.message

@@ -113,7 +113,7 @@ def test_placeholders_are_filled_with_the_names_lbsync_renders() -> None:
     target = Target("shop", "green", servers, window=30)
     query = expand(TEMPLATES["error-ratio"].query, target)
     assert "{service}" not in query and "{servers}" not in query and "{window}" not in query
-    assert 'proxy="shop"' in query
+    assert 'proxy=~"shop|shop:(sticky|pin):.+"' in query
     pattern = servers_pattern(servers)
     assert f'server=~"{pattern}"' in query
     assert "[30s]" in query

@@ -38,7 +38,7 @@ from lbsync.model import checks
 from lbsync.traffic.splits import SplitError
 
 MAX_QUERY: Final = 4000  # a GET's query string; Prometheus' own limit is larger
-PLACEHOLDERS: Final = frozenset({"service", "group", "servers", "window"})
+PLACEHOLDERS: Final = frozenset({"service", "backends", "group", "servers", "window"})
 _PLACEHOLDER: Final = re.compile(r"\{([A-Za-z_]+)\}")
 _NAME: Final = re.compile(r"[A-Za-z0-9_.:/()%-](?:[A-Za-z0-9 _.:/()%-]{0,62}[A-Za-z0-9_.:/()%-])?")
 _TAIL: Final = re.compile(
@@ -82,7 +82,9 @@ class Template:
     about: str
 
 
-_SELECT: Final = 'proxy="{service}",server=~"{servers}"'
+# the service's backend and its group backends (`<svc>:sticky:<group>`, `<svc>:pin:<group>`),
+# where sticky clients and pinned requests reach the same servers
+_SELECT: Final = 'proxy=~"{backends}",server=~"{servers}"'
 _RESPONSES: Final = "haproxy_server_http_responses_total"
 
 
@@ -235,6 +237,13 @@ def servers_pattern(servers: Iterable[str]) -> str:
     return "|".join(name.replace(".", "[.]") for name in names)
 
 
+def backends_pattern(service: str) -> str:
+    """A regular expression (RE2, anchored) matching a service's HAProxy backends: its own and
+    its group backends for sticky clients and pinned requests."""
+    escaped = checks.name(service, "service").replace(".", "[.]")
+    return f"{escaped}|{escaped}:(sticky|pin):.+"
+
+
 def promql_duration(seconds: float) -> str:
     """A PromQL duration: whole seconds as `30s`, else milliseconds (`1500ms`)."""
     milliseconds = max(1, round(seconds * 1000))
@@ -246,6 +255,7 @@ def expand(query: str, target: Target) -> str:
     contract's charset (none can come from a valid desired state)."""
     values = {
         "service": checks.name(target.service, "service"),
+        "backends": backends_pattern(target.service),
         "group": checks.group(target.group, "group"),
         "servers": servers_pattern(target.servers),
         "window": promql_duration(target.window),
