@@ -16,6 +16,7 @@ from typing import Any
 from lbsync.cli.exits import EXIT_FAILED, EXIT_OK
 from lbsync.cli.progress import Progress
 from lbsync.config import Config, ConfigError, parse_duration
+from lbsync.daemon.api.encode import latest_readings
 from lbsync.haproxy.stats import StatsReader
 from lbsync.kv.store import Store, StoreError, open_store
 from lbsync.model.keys import driver_key, rollout_key
@@ -164,6 +165,16 @@ def describe(service: str, fields: dict[str, Any], *, driver: str | None, now: f
     return ", ".join(parts)
 
 
+def readings_of(fields: dict[str, Any]) -> list[str]:
+    """The last reading of each metric gate, one line each, made safe to print."""
+    lines = []
+    for reading in latest_readings(fields.get("readings")):
+        value = "no value" if reading["value"] is None else reading["value"]
+        error = f": {reading['error']}" if reading["error"] else ""
+        lines.append(f"  metric {reading['metric']} = {value} ({reading['verdict']}{error})")
+    return lines
+
+
 def _list(value: object) -> list[Any]:
     return value if isinstance(value, list) else []
 
@@ -205,6 +216,8 @@ async def _status(store: Store, service: str, *, watch: bool) -> int:
     ends (on a terminal the state line is rewritten in place)."""
     fields, driver = await _read(store, service)
     for line in timeline(fields):
+        print(line)
+    for line in readings_of(fields):
         print(line)
     if not watch:
         print(describe(service, fields, driver=driver, now=time.time()))

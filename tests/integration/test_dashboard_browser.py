@@ -118,6 +118,7 @@ async def test_the_dashboard_shows_the_split_and_follows_a_change_without_a_relo
                 {"at": 1_700_000_031, "what": "step 2: green at 80%", "by": "host-a pid 41"},
                 "not an event",
             ],
+            "readings": [{"metric": "error-ratio", "value": 0.01, "verdict": "pass", "time": 1}],
         }
         site.write_services(shop(ports, {"blue": 20, "green": 80}, rollout=rollout))
         await until_shown(page, "target", "green", 0.80)
@@ -128,6 +129,8 @@ async def test_the_dashboard_shows_the_split_and_follows_a_change_without_a_relo
         assert shown.startswith(
             "Rollout to green: running · at 80.0% · steps 10 → 80 → 100 % · driven by host-a pid 41"
         )
+        reading = card.locator('[data-readings="1"] [data-verdict="pass"]')
+        assert await reading.inner_text() == "error-ratio 0.01 (pass)"
         timeline = card.locator('[data-timeline="3"] li')
         assert await timeline.count() == 3
         assert "step 2: green at 80%" in await timeline.nth(2).inner_text()

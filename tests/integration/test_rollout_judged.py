@@ -123,6 +123,9 @@ async def test_a_group_answering_500_is_reverted_by_its_prometheus_gate(
     assert verdicts[-1] == "fail", record["readings"]
     assert (await shop.split())["groups"] == {"green": 0}  # where it started
     assert any("analysis failed" in event["what"] for event in record["events"])
+    code, out, err = await daemon.site.lbsync_async("rollout", "status", "shop")
+    assert code == 0, err
+    assert "  metric error-ratio = " in out and "(fail)" in out, out
 
 
 async def test_a_query_without_data_pauses_the_rollout_for_a_person(

@@ -156,6 +156,12 @@ def test_a_rollout_record_shows_only_its_known_fields_each_checked_for_type() ->
         "mode": "daemon",
         "driver": ["not", "text"],
         "events": [{"at": T0, "what": "step 2: green at 25%\x1b[31m", "by": 7}, "x", {"at": "no"}],
+        "readings": [
+            {"metric": "error-ratio", "value": 0.5, "verdict": "fail", "time": T0},
+            {"metric": "latency", "value": "+Inf", "verdict": "fail", "error": None, "time": T0},
+            {"metric": "error-ratio", "value": 0.01, "verdict": "pass", "time": T0 + 1},
+            {"metric": ["x"]},
+        ],
     }
     state = replace(shop_state(), raw=RawKeys.of([("services/shop/rollout", json.dumps(record))]))
     document = status_json(started().with_cycle(state, ()), now=T0 + 4)
@@ -174,6 +180,16 @@ def test_a_rollout_record_shows_only_its_known_fields_each_checked_for_type() ->
         "events": [
             {"at": T0, "what": "step 2: green at 25%\\x1b[31m", "by": "7"},
             {"at": None, "what": "", "by": ""},
+        ],
+        "readings": [
+            {
+                "metric": "error-ratio",
+                "value": 0.01,
+                "verdict": "pass",
+                "error": None,
+                "time": T0 + 1,
+            },
+            {"metric": "latency", "value": "+Inf", "verdict": "fail", "error": None, "time": T0},
         ],
     }
     text = format_status(document, "u")

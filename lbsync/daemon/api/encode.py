@@ -154,7 +154,29 @@ def rollout_record(key: str, text: str | None) -> JSON | None:
         if isinstance(step, _NUMBER) and not isinstance(step, bool)
     ]
     fields["events"] = _events(record.get("events"))
+    fields["readings"] = latest_readings(record.get("readings"))
     return fields
+
+
+def latest_readings(readings: object) -> list[JSON]:
+    """The last reading of each metric gate in a record (metric, value, verdict, error, time),
+    each field checked and made safe to show; the value is a number or a text (`+Inf`)."""
+    latest: dict[str, JSON] = {}
+    for reading in readings if isinstance(readings, list) else []:
+        if not isinstance(reading, dict) or not isinstance(reading.get("metric"), str):
+            continue
+        value, at, error = reading.get("value"), reading.get("time"), reading.get("error")
+        latest[reading["metric"]] = {
+            "metric": shown(reading["metric"], 64),
+            "value": value
+            if isinstance(value, str)
+            or (isinstance(value, _NUMBER) and not isinstance(value, bool))
+            else None,
+            "verdict": shown(str(reading.get("verdict", "")), 20),
+            "error": shown(error, 300) if isinstance(error, str) else None,
+            "time": at if isinstance(at, _NUMBER) and not isinstance(at, bool) else None,
+        }
+    return list(latest.values())
 
 
 def _events(events: object) -> list[JSON]:
