@@ -30,8 +30,8 @@
 # are added to the container's trust store and pip is pointed at that store (the pip a venv
 # upgrades to trusts only its own bundle); the image itself stays stock.
 #
-# Needs root, podman and runc (Debian packages), and debootstrap only if the rootfs is
-# missing. podman as root here needs /etc/containers/containers.conf with, under
+# Needs root, podman, runc and catatonit (for `podman run --init`; Debian packages), and
+# debootstrap only if the rootfs is missing. podman as root here needs /etc/containers/containers.conf with, under
 # [containers], default_ulimits = ["nofile=1024:20000","nproc=4096:4096"] (the hard nofile
 # limit no higher than the host's), and under [engine], runtime = "runc" and
 # cgroup_manager = "cgroupfs".
