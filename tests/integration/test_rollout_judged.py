@@ -1,13 +1,14 @@
 """Rollouts judged by Prometheus and by webhooks, driven by a real `lbsync run` on a real etcd,
-in front of a real HAProxy whose exporter a real Prometheus scrapes: a group that answers 500
-is reverted by its metric gate, a query without data pauses the rollout for a person, and a
+in front of a real HAProxy whose exporter a real Prometheus scrapes: a group that answers 500,
+and one that answers slowly, is reverted by its metric gate, a query without data pauses the
+rollout for a person, and a
 confirm-promotion hook that answers 503 holds the last step until it answers 200."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,18 +55,23 @@ class Shop:
 
 
 @pytest.fixture
-async def shop(etcd: EtcdServer, backends: Callable[..., Backends]) -> AsyncIterator[Shop]:
-    group = backends(["blue-1", "green-1"], {"green-1": 500})
-    async with EtcdClient([etcd.url], request_timeout=3) as client:
-        found = Shop(client, etcd)
-        await found.put("route", {"hosts": [HOST], "path": "/"})
-        await found.put("split", {"groups": {"green": 0}})
-        for name, tag in (("blue-1", "blue"), ("green-1", "green")):
-            port = group.ports[name]
-            await found.put(
-                f"instances/{name}", {"address": "127.0.0.1", "port": port, "tags": [tag]}
-            )
-        yield found
+async def shop(etcd: EtcdServer) -> AsyncIterator[Shop]:
+    """blue answers at once, green with 500, amber after 300 ms; green and amber at 0 %."""
+    group = Backends.start(
+        ["blue-1", "green-1", "amber-1"], {"green-1": 500}, delays_ms={"amber-1": 300}
+    )
+    try:
+        async with EtcdClient([etcd.url], request_timeout=3) as client:
+            found = Shop(client, etcd)
+            await found.put("route", {"hosts": [HOST], "path": "/"})
+            await found.put("split", {"groups": {"green": 0, "amber": 0}})
+            for name in group.ports:
+                tag = name.split("-")[0]
+                value = {"address": "127.0.0.1", "port": group.ports[name], "tags": [tag]}
+                await found.put(f"instances/{name}", value)
+            yield found
+    finally:
+        group.stop()
 
 
 @pytest.fixture
@@ -101,9 +107,9 @@ async def flowing(port: int) -> None:
         await tally(port, HOST, 30, clients=3)
 
 
-async def start(daemon: Daemon, *options: str) -> None:
+async def start(daemon: Daemon, *options: str, to: str = "green") -> None:
     code, _, err = await daemon.site.lbsync_async(
-        "rollout", "start", "shop", "--to", "green", "--max-error-rate", "1", *options
+        "rollout", "start", "shop", "--to", to, "--max-error-rate", "1", *options
     )
     assert code == 0, err
 
@@ -121,11 +127,29 @@ async def test_a_group_answering_500_is_reverted_by_its_prometheus_gate(
     assert "error-ratio" in record["message"], record["message"]
     verdicts = [reading["verdict"] for reading in record["readings"]]
     assert verdicts[-1] == "fail", record["readings"]
-    assert (await shop.split())["groups"] == {"green": 0}  # where it started
+    assert (await shop.split())["groups"] == {"green": 0, "amber": 0}  # where it started
     assert any("analysis failed" in event["what"] for event in record["events"])
     code, out, err = await daemon.site.lbsync_async("rollout", "status", "shop")
     assert code == 0, err
     assert "  metric error-ratio = " in out and "(fail)" in out, out
+
+
+async def test_a_slow_group_is_reverted_by_its_latency_gate(
+    shop: Shop, proxied: tuple[Daemon, HAProxy, PrometheusServer]
+) -> None:
+    daemon, proxy, _ = proxied
+    traffic = asyncio.create_task(flowing(proxy.port))
+    try:
+        await start(
+            daemon, "--steps", "50,100", "--interval", "3s", "--metric", "latency<0.1", to="amber"
+        )
+        record = await shop.phase("reverted", timeout=90)
+    finally:
+        traffic.cancel()
+    assert "latency" in record["message"], record["message"]
+    failed = [r for r in record["readings"] if r["verdict"] == "fail"]
+    assert failed and failed[-1]["value"] > 0.1, record["readings"]
+    assert (await shop.split())["groups"] == {"green": 0, "amber": 0}
 
 
 async def test_a_query_without_data_pauses_the_rollout_for_a_person(
@@ -196,6 +220,6 @@ async def test_a_confirm_promotion_hook_holds_the_last_step_until_it_answers_2xx
         record = await shop.phase("done")
     finally:
         daemon.stop()
-    assert (await shop.split())["groups"] == {"green": 100}
+    assert (await shop.split())["groups"] == {"green": 100, "amber": 0}
     assert any(r["outcome"] == "waiting" for r in record["hook_results"])
     assert record["hook_results"][-1]["outcome"] == "ok"
