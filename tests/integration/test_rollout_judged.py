@@ -114,16 +114,23 @@ async def start(daemon: Daemon, *options: str, to: str = "green") -> None:
     assert code == 0, err
 
 
+async def reverted(
+    shop: Shop, daemon: Daemon, proxy: HAProxy, metric: str, *, to: str
+) -> dict[str, Any]:
+    """A rollout to `to` gated on `metric`, with requests flowing, until it is reverted."""
+    traffic = asyncio.create_task(flowing(proxy.port))
+    try:
+        await start(daemon, "--steps", "50,100", "--interval", "3s", "--metric", metric, to=to)
+        return await shop.phase("reverted", timeout=90)
+    finally:
+        traffic.cancel()
+
+
 async def test_a_group_answering_500_is_reverted_by_its_prometheus_gate(
     shop: Shop, proxied: tuple[Daemon, HAProxy, PrometheusServer]
 ) -> None:
     daemon, proxy, _ = proxied
-    traffic = asyncio.create_task(flowing(proxy.port))
-    try:
-        await start(daemon, "--steps", "50,100", "--interval", "3s", "--metric", "error-ratio<0.05")
-        record = await shop.phase("reverted", timeout=90)
-    finally:
-        traffic.cancel()
+    record = await reverted(shop, daemon, proxy, "error-ratio<0.05", to="green")
     assert "error-ratio" in record["message"], record["message"]
     verdicts = [reading["verdict"] for reading in record["readings"]]
     assert verdicts[-1] == "fail", record["readings"]
@@ -138,14 +145,7 @@ async def test_a_slow_group_is_reverted_by_its_latency_gate(
     shop: Shop, proxied: tuple[Daemon, HAProxy, PrometheusServer]
 ) -> None:
     daemon, proxy, _ = proxied
-    traffic = asyncio.create_task(flowing(proxy.port))
-    try:
-        await start(
-            daemon, "--steps", "50,100", "--interval", "3s", "--metric", "latency<0.1", to="amber"
-        )
-        record = await shop.phase("reverted", timeout=90)
-    finally:
-        traffic.cancel()
+    record = await reverted(shop, daemon, proxy, "latency<0.1", to="amber")
     assert "latency" in record["message"], record["message"]
     failed = [r for r in record["readings"] if r["verdict"] == "fail"]
     assert failed and failed[-1]["value"] > 0.1, record["readings"]
