@@ -21,6 +21,11 @@ from lbsync.config.targets import DEFAULT_VARS, target_name
 ENV_PREFIX: Final = "LBSYNC_"
 CONFIG_VARIABLE: Final = "LBSYNC_CONFIG"
 CONSUL_TOKEN_VARIABLE: Final = "CONSUL_HTTP_TOKEN"  # noqa: S105 (a name, not a secret)
+CONSUL_TLS_VARIABLES: Final = {
+    "CONSUL_CACERT": "ca_file",
+    "CONSUL_CLIENT_CERT": "cert_file",
+    "CONSUL_CLIENT_KEY": "key_file",
+}
 
 KNOWN_PATHS: Final = (
     ("source", "file", "path"),
@@ -114,7 +119,29 @@ def apply_environment(document: dict[str, Any], environ: Mapping[str, str]) -> d
     consul = (
         result.get("source", {}).get("consul") if isinstance(result.get("source"), dict) else None
     )
-    token = environ.get(CONSUL_TOKEN_VARIABLE)  # Consul's own variable, as its CLI reads it
-    if isinstance(consul, dict) and token and not {"token", "token_file"} & set(consul):
-        consul["token"] = token
+    if isinstance(consul, dict):
+        consul.update(consul_conventions(consul, environ))
     return result
+
+
+def consul_conventions(consul: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """The `[source.consul]` settings Consul's own variables give, as every Consul tool reads
+    them, for the settings the table (or `LBSYNC_*`) leaves unset: `CONSUL_HTTP_ADDR` (with
+    `CONSUL_HTTP_SSL=true`, https when it names no scheme), `CONSUL_HTTP_TOKEN`,
+    `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_CACERT`, `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`."""
+    found: dict[str, Any] = {}
+    address = environ.get("CONSUL_HTTP_ADDR", "").strip()
+    if address and not {"addresses", "address"} & set(consul):
+        secure = environ.get("CONSUL_HTTP_SSL", "").strip().lower() in ("1", "true", "yes")
+        if secure and "://" not in address:
+            address = f"https://{address}"
+        found["addresses"] = [address]
+    if not {"token", "token_file"} & set(consul):
+        if token := environ.get(CONSUL_TOKEN_VARIABLE):
+            found["token"] = token
+        elif token_file := environ.get("CONSUL_HTTP_TOKEN_FILE"):
+            found["token_file"] = token_file
+    for variable, setting in CONSUL_TLS_VARIABLES.items():
+        if setting not in consul and (value := environ.get(variable)):
+            found[setting] = value
+    return found

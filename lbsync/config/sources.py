@@ -44,9 +44,10 @@ def _endpoints(
     ports: Mapping[str, int],
     credentials: str,
 ) -> tuple[str, ...]:
-    """The addresses under `key`; one with `user:password@` is refused, shown without it, with
-    `credentials` saying where they belong."""
-    texts = reader.argv(key, default)
+    """The addresses under `key` (a list; `address`: one string, consul-template's name); one
+    with `user:password@` is refused, shown without it, with `credentials` saying where they
+    belong."""
+    texts = (reader.text(key),) if key == "address" else reader.argv(key, default)
     if not texts:
         raise ConfigError(f"{reader.name(key)}: a list of http(s)://host:port URLs")
     try:
@@ -94,11 +95,14 @@ def etcd_source(reader: Reader) -> EtcdSourceConfig:
 def consul_source(reader: Reader) -> ConsulSourceConfig:
     """`[source.consul]`."""
     reader.check_known(
-        {"addresses", "prefix", "token", "token_file", "datacenter", "wait"} | TLS_SETTINGS
+        {"addresses", "address", "prefix", "token", "token_file", "datacenter", "wait"}
+        | TLS_SETTINGS
     )
+    if "address" in reader.table and "addresses" in reader.table:
+        raise ConfigError(f"{reader.name('address')}: give address or addresses, not both")
     addresses = _endpoints(
         reader,
-        "addresses",
+        "address" if "address" in reader.table else "addresses",
         default=("http://127.0.0.1:8500",),
         ports=CONSUL_PORTS,
         credentials=f"put the ACL token in the file named by {reader.name('token_file')}",

@@ -3,7 +3,11 @@ through it, and an ACL refusal that keeps the last good configuration serving.""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,3 +116,34 @@ async def test_a_token_that_stops_working_keeps_the_last_config_and_the_status_s
         assert sum(counts.values()) == 300 and not any(k.startswith("HTTP") for k in counts)
         assert site.dest.read_bytes() == before
         assert proxy.worker_pids() == worker
+
+
+async def render(argv: list[str], environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`lbsync render` in a process of its own with exactly this environment."""
+    return await asyncio.to_thread(
+        subprocess.run, argv, env=environ, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+async def test_consuls_own_variables_alone_reach_an_acl_protected_agent(
+    haproxy_site: tuple[Site, HAProxy], backends: Callable[[list[str]], Backends], tmp_path: Path
+) -> None:
+    site, _ = haproxy_site
+    with running_agent(tmp_path / "consul-acl", acl=True) as agent:
+        token = await agent.create_token(
+            'key_prefix "lbsync/" { policy = "read" }\n'
+            'service_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }\n'
+        )
+        await agent.kv_put("lbsync/services/shop/route", {"hosts": [HOST]})
+        for name, port in backends(["blue-1", "green-1"]).ports.items():
+            await agent.register("shop", name, port, name.split("-")[0])
+        site.write_config(source="[source.consul]\n")  # no address, no token: Consul's own
+        argv = [sys.executable, "-m", "lbsync", "-c", str(site.config_path), "render"]
+        environ = {**os.environ, "CONSUL_HTTP_ADDR": agent.address, "CONSUL_HTTP_TOKEN": token}
+        rendered = await render(argv, environ)
+        assert rendered.returncode == 0, rendered.stderr
+        assert "server blue-1 " in rendered.stdout and "server green-1 " in rendered.stdout
+        environ.pop("CONSUL_HTTP_TOKEN")
+        refused = await render(argv, environ)
+        assert refused.returncode != 0
+        assert "Consul ACL" in refused.stderr, refused.stderr

@@ -168,3 +168,37 @@ def test_an_empty_api_listen_turns_the_api_off(tmp_path: Path) -> None:
     assert config.api.listen == ""
     with pytest.raises(ConfigError, match=r"api\.listen: a host:port string"):
         load_text(tmp_path, '[source.file]\npath = "s.toml"\n\n[api]\nlisten = 9180\n')
+
+
+def test_consuls_own_variables_fill_what_the_table_leaves_unset(tmp_path: Path) -> None:
+    for name in ("ca.pem", "client.pem", "client-key.pem"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "consul-token").write_text("from-a-file\n")
+    environ = {
+        "CONSUL_HTTP_ADDR": "consul.internal:8501",
+        "CONSUL_HTTP_SSL": "true",
+        "CONSUL_HTTP_TOKEN_FILE": str(tmp_path / "consul-token"),
+        "CONSUL_CACERT": str(tmp_path / "ca.pem"),
+        "CONSUL_CLIENT_CERT": str(tmp_path / "client.pem"),
+        "CONSUL_CLIENT_KEY": str(tmp_path / "client-key.pem"),
+    }
+    consul = load_text(tmp_path, "[source.consul]\n", environ).consul_source
+    assert consul is not None
+    assert consul.addresses == ("https://consul.internal:8501",)
+    assert consul.token == "from-a-file"
+    assert consul.tls.ca_file == tmp_path / "ca.pem"
+    assert consul.tls.client_cert == (
+        str(tmp_path / "client.pem"),
+        str(tmp_path / "client-key.pem"),
+    )
+    table = '[source.consul]\naddress = "http://10.0.0.9:8500"\ntoken = "from-the-file"\n'
+    consul = load_text(tmp_path, table, environ).consul_source
+    assert consul is not None
+    assert consul.addresses == ("http://10.0.0.9:8500",)  # lbsync.toml wins
+    assert consul.token == "from-the-file"
+
+
+def test_address_and_addresses_together_are_refused(tmp_path: Path) -> None:
+    table = '[source.consul]\naddress = "a:8500"\naddresses = ["b:8500"]\n'
+    with pytest.raises(ConfigError, match=r"source\.consul\.address: give address or addresses"):
+        load_text(tmp_path, table)

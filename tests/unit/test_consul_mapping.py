@@ -400,3 +400,20 @@ def test_backoff_grows_to_retry_max_but_a_refused_connection_retries_within_a_se
     assert 0.05 <= delays[0] <= 0.1
     assert all(15.0 <= d <= 30.0 for d in delays[-3:])
     assert all(0.05 <= backoff.delay(n, refused) <= 1.0 for n in range(1, 40))
+
+
+def test_a_weight_tag_gives_the_weight_of_a_registration_without_weights() -> None:
+    view = service_view(
+        "shop",
+        [
+            item("web-1", tags=["lbsync.weight=3"]),
+            item("web-2", tags=["lbsync.weight=0"], weights={"Passing": 5, "Warning": 1}),
+            item("web-3", tags=["lbsync.weight=lots"], weights={"Passing": 2, "Warning": 1}),
+            item("web-4", tags=["lbsync.weight=1", "lbsync.weight=2"]),
+        ],
+    )
+    weights = {instance.id: instance.weight for _, instance in view.entries}
+    assert weights == {"web-1": 3, "web-2": 0, "web-3": 2, "web-4": 1}
+    refused = {key.rsplit("/", 1)[1]: r.message for key, r in view.rejected}
+    assert "lbsync.weight=lots: the weight must be a whole number" in refused["web-3"]
+    assert "tags disagree" in refused["web-4"]

@@ -41,6 +41,7 @@ from lbsync.model.keys import instance_key, route_key
 from lbsync.model.values import SERVICE_PREFIX, Entry, Health, Instance, Part, Rejection, Route
 
 ROUTE_TAG: Final = "lbsync.route="
+WEIGHT_TAG: Final = "lbsync.weight="
 NODE_MAINTENANCE: Final = "_node_maintenance"
 SERVICE_MAINTENANCE: Final = "_service_maintenance:"
 
@@ -195,6 +196,39 @@ def _kept_meta(
     return kept
 
 
+def tag_weight(tags: object) -> int | None:
+    """The weight a `lbsync.weight=N` tag gives (for registrations that cannot set Consul's
+    `Weights`); None without one; ContractError for one that is not a whole number from 0 to
+    65535, or two that disagree."""
+    found = {
+        tag[len(WEIGHT_TAG) :]
+        for tag in (tags if isinstance(tags, list) else [])
+        if isinstance(tag, str) and tag.startswith(WEIGHT_TAG)
+    }
+    if not found:
+        return None
+    if len(found) > 1:
+        raise ContractError(f"{WEIGHT_TAG} tags disagree ({', '.join(sorted(found))})")
+    (text,) = found
+    if not (text.isascii() and text.isdigit()) or int(text) > checks.MAX_INSTANCE_WEIGHT:
+        raise ContractError(
+            f"{WEIGHT_TAG}{text[:20]}: the weight must be a whole number from 0 to "
+            f"{checks.MAX_INSTANCE_WEIGHT}"
+        )
+    return int(text)
+
+
+def _tagged_weight(
+    tags: object, *, where: str, notes: list[tuple[str, Rejection]], key: str
+) -> int | None:
+    """`tag_weight`, a bad tag left out and reported (Consul's `Weights` then apply)."""
+    try:
+        return tag_weight(tags)
+    except ContractError as error:
+        notes.append((key, Rejection(where=where, message=f"tag left out: {error}")))
+        return None
+
+
 def _table(value: object) -> Mapping[str, Any]:
     """A part of Consul's answer that should be an object ({} when it is not)."""
     return value if isinstance(value, dict) else {}
@@ -222,6 +256,7 @@ def service_view(service: str, nodes: Sequence[Mapping[str, Any]]) -> ServiceVie
                 [_table(one) for one in checks_found] if isinstance(checks_found, list) else [],
                 service_id,
             )
+            tagged = _tagged_weight(registration.get("Tags"), where=where, notes=rejected, key=key)
             instance = parse_instance(
                 service,
                 instance_id,
@@ -234,7 +269,9 @@ def service_view(service: str, nodes: Sequence[Mapping[str, Any]]) -> ServiceVie
                     "meta": _kept_meta(
                         registration.get("Meta"), where=where, notes=rejected, key=key
                     ),
-                    "weight": instance_weight(_table(registration.get("Weights")), health),
+                    "weight": instance_weight(_table(registration.get("Weights")), health)
+                    if tagged is None
+                    else tagged,
                     "health": health.value,
                 },
             )
