@@ -118,6 +118,31 @@ async def test_a_token_that_stops_working_keeps_the_last_config_and_the_status_s
         assert proxy.worker_pids() == worker
 
 
+async def test_services_registered_with_fabios_tags_alone_are_routed(
+    haproxy_site: tuple[Site, HAProxy],
+    backends: Callable[[list[str]], Backends],
+    agent: ConsulAgent,
+) -> None:
+    site, proxy = haproxy_site
+    ports = backends(["blue-1", "blue-2", "green-1", "api-1"]).ports
+    await agent.kv_put("lbsync/services/shop/split", {"groups": {"blue": 80, "green": 20}})
+    for name in ("blue-1", "blue-2", "green-1"):
+        await agent.register("shop", name, ports[name], name.split("-")[0], f"urlprefix-{HOST}/")
+    await agent.register("api", "api-1", ports["api-1"], "urlprefix-/api proto=http")
+    await agent.register("ssh", "ssh-1", 22, "urlprefix-:2222 proto=tcp")  # not for HAProxy
+    site.write_config(source=consul_toml(agent))
+    result = site.lbsync("once")
+    assert "urlprefix-:2222 proto=tcp" in result.stderr and "not carried out" in result.stderr
+    proxy.start()
+    measured = shares(await tally(site.port, HOST, 2000), BLUE_GREEN)
+    assert abs(measured["blue"] - 80) <= 3 and abs(measured["green"] - 20) <= 3, measured
+    reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+    writer.write(b"GET /api/v1 HTTP/1.1\r\nHost: any.example.org\r\nConnection: close\r\n\r\n")
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200") and answer.rstrip().endswith(b"api-1"), answer
+
+
 async def render(argv: list[str], environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`lbsync render` in a process of its own with exactly this environment."""
     return await asyncio.to_thread(

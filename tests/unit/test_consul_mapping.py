@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 import pytest
@@ -417,3 +418,32 @@ def test_a_weight_tag_gives_the_weight_of_a_registration_without_weights() -> No
     refused = {key.rsplit("/", 1)[1]: r.message for key, r in view.rejected}
     assert "lbsync.weight=lots: the weight must be a whole number" in refused["web-3"]
     assert "tags disagree" in refused["web-4"]
+
+
+def test_fabios_urlprefix_tags_are_routes() -> None:
+    route = tag_route(
+        "shop", ["urlprefix-shop.example.com/", "urlprefix-www.example.com/ proto=http"]
+    )
+    assert route is not None and (route.hosts, route.path) == (
+        ("shop.example.com", "www.example.com"),
+        "/",
+    )
+    api = tag_route("api", ["urlprefix-/api", "blue"])
+    assert api is not None and (api.hosts, api.path) == ((), "/api")
+    assert tag_route("db", ["blue", "urlprefixed"]) is None
+
+
+@pytest.mark.parametrize(
+    ("tag", "message"),
+    [
+        ("urlprefix-/api strip=/api", "the option 'strip' is not carried out by lbsync"),
+        ("urlprefix-:3306 proto=tcp", "the option 'proto' is not carried out"),
+        ("urlprefix-:3306", "a port in the prefix"),
+        ("urlprefix-shop.example.com:8443/", "a port in the prefix"),
+        ("urlprefix-", "names no host and no path"),
+        ("urlprefix-bad host/", "the option 'host/' is not carried out"),
+    ],
+)
+def test_a_fabio_tag_lbsync_cannot_carry_out_is_refused_by_name(tag: str, message: str) -> None:
+    with pytest.raises(ContractError, match=re.escape(message)):
+        tag_route("shop", [tag])

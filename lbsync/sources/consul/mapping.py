@@ -42,6 +42,8 @@ from lbsync.model.values import SERVICE_PREFIX, Entry, Health, Instance, Part, R
 
 ROUTE_TAG: Final = "lbsync.route="
 WEIGHT_TAG: Final = "lbsync.weight="
+URLPREFIX_TAG: Final = "urlprefix-"  # Fabio's: `urlprefix-<host><path> [option=value ...]`
+FABIO_DEFAULT_OPTIONS: Final = frozenset({"proto=http"})  # what lbsync does anyway
 NODE_MAINTENANCE: Final = "_node_maintenance"
 SERVICE_MAINTENANCE: Final = "_service_maintenance:"
 
@@ -289,19 +291,48 @@ def service_view(service: str, nodes: Sequence[Mapping[str, Any]]) -> ServiceVie
     )
 
 
-def tag_route(service: str, tags: Iterable[str]) -> Route | None:
-    """The route that `lbsync.route=<host><path>` tags ask for; None without such a tag.
+def asks_for_route(tags: Iterable[str]) -> bool:
+    """Whether a service's tags ask for a route: `lbsync.route=` or Fabio's `urlprefix-`."""
+    return any(tag.startswith((ROUTE_TAG, URLPREFIX_TAG)) for tag in tags)
 
-    Several tags add hosts; a tag without a host (`lbsync.route=/api`) means any host, so it
-    drops the host list; tags that disagree on the path are refused (a route has one path).
+
+def _route_target(tag: str) -> str | None:
+    """The `<host><path>` a route tag names (None for another tag); ContractError for a Fabio
+    tag with an option lbsync does not carry out."""
+    if tag.startswith(ROUTE_TAG):
+        return tag[len(ROUTE_TAG) :]
+    if not tag.startswith(URLPREFIX_TAG):
+        return None
+    words = tag[len(URLPREFIX_TAG) :].split()
+    if not words:
+        return ""
+    target, *options = words
+    unsupported = [option for option in options if option not in FABIO_DEFAULT_OPTIONS]
+    if unsupported:
+        raise ContractError(
+            f"tag {tag!r}: the option {unsupported[0].split('=')[0]!r} is not carried out by "
+            "lbsync; the route is not exposed (docs/consul.md, Fabio's tags)"
+        )
+    if target.startswith(":") or ":" in target.partition("/")[0]:
+        raise ContractError(f"tag {tag!r}: a port in the prefix (a TCP route) is not routed")
+    return target
+
+
+def tag_route(service: str, tags: Iterable[str]) -> Route | None:
+    """The route that `lbsync.route=<host><path>` tags, or Fabio's `urlprefix-<host><path>`,
+    ask for; None without such a tag.
+
+    Several tags add hosts; a tag without a host (`lbsync.route=/api`, `urlprefix-/api`) means
+    any host, so it drops the host list; tags that disagree on the path are refused (a route
+    has one path).
     """
     hosts: set[str] = set()
     any_host = False
     paths: set[str] = set()
     for tag in tags:
-        if not tag.startswith(ROUTE_TAG):
+        target = _route_target(tag)
+        if target is None:
             continue
-        target = tag[len(ROUTE_TAG) :]
         if not target:  # an unset template variable, not a wish to catch every host and path
             raise ContractError(f"tag {tag!r} names no host and no path")
         host, slash, path = target.partition("/")
@@ -314,7 +345,7 @@ def tag_route(service: str, tags: Iterable[str]) -> Route | None:
         return None
     if len(paths) > 1:
         listed = ", ".join(sorted(path or "/" for path in paths))
-        raise ContractError(f"{ROUTE_TAG} tags disagree on the path ({listed})")
+        raise ContractError(f"route tags disagree on the path ({listed})")
     return parse_route(
         service, {"hosts": [] if any_host else sorted(hosts), "path": paths.pop() or "/"}
     )
@@ -322,9 +353,7 @@ def tag_route(service: str, tags: Iterable[str]) -> Route | None:
 
 def exposed(view: KVView, catalog: Mapping[str, Sequence[str]]) -> frozenset[str]:
     """Services whose health must be watched: routed (KV or tag), valid name, in the catalog."""
-    wanted = view.routed | {
-        service for service, tags in catalog.items() if any(t.startswith(ROUTE_TAG) for t in tags)
-    }
+    wanted = view.routed | {service for service, tags in catalog.items() if asks_for_route(tags)}
     return frozenset(
         service
         for service in wanted

@@ -41,10 +41,10 @@ from lbsync.model.keys import route_key
 from lbsync.model.text import shown
 from lbsync.model.values import SERVICE_PREFIX, Entry, Part, Rejection, Snapshot, part_of
 from lbsync.sources.consul.mapping import (
-    ROUTE_TAG,
     KVView,
     Refusals,
     ServiceView,
+    asks_for_route,
     holds,
     tag_route,
 )
@@ -142,7 +142,7 @@ def _name_refusals(
     a route KV does not give them, by the part their key lands in, in the order of the names."""
     refused: dict[str, list[tuple[str, Rejection]]] = {}
     for service in sorted(invalid):
-        if not any(t.startswith(ROUTE_TAG) for t in catalog[service]) or service in kv.routed:
+        if not asks_for_route(catalog[service]) or service in kv.routed:
             continue
         key = f"{SERVICE_PREFIX}{shown(service, 128)}"
         rejection = Rejection(where=f"consul service {service}", message=NAME_REFUSAL)
