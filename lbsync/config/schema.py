@@ -120,6 +120,7 @@ class ConsulSourceConfig:
     datacenter: str | None = None
     tls: TlsFiles = field(default_factory=TlsFiles)
     wait: float = 30.0
+    fabio_config: str | None = None  # Fabio's KV key of manual overrides (`route weight` lines)
 
 
 SourceConfig = FileSourceConfig | EtcdSourceConfig | ConsulSourceConfig

@@ -96,6 +96,7 @@ def consul_source(reader: Reader) -> ConsulSourceConfig:
     """`[source.consul]`."""
     reader.check_known(
         {"addresses", "address", "prefix", "token", "token_file", "datacenter", "wait"}
+        | {"fabio_config"}
         | TLS_SETTINGS
     )
     if "address" in reader.table and "addresses" in reader.table:
@@ -117,4 +118,15 @@ def consul_source(reader: Reader) -> ConsulSourceConfig:
         datacenter=reader.optional_text("datacenter"),
         tls=tls_files(reader),
         wait=wait,
+        fabio_config=_kv_key(reader, "fabio_config"),
     )
+
+
+def _kv_key(reader: Reader, key: str) -> str | None:
+    """A KV key's name (printable, no leading `/`, no trailing `/`), or None when absent."""
+    value = reader.optional_text(key)
+    if value is not None and (
+        not value.isprintable() or value.startswith("/") or value.endswith("/")
+    ):
+        raise ConfigError(f"{reader.name(key)}: a key name such as fabio/config")
+    return value

@@ -143,6 +143,35 @@ async def test_services_registered_with_fabios_tags_alone_are_routed(
     assert answer.startswith(b"HTTP/1.1 200") and answer.rstrip().endswith(b"api-1"), answer
 
 
+async def test_fabios_route_weight_lines_split_the_traffic_and_a_bad_line_is_named(
+    haproxy_site: tuple[Site, HAProxy],
+    backends: Callable[[list[str]], Backends],
+    agent: ConsulAgent,
+) -> None:
+    site, proxy = haproxy_site
+    ports = backends(["blue-1", "blue-2", "green-1"]).ports
+    for name, port in ports.items():
+        await agent.register("shop", name, port, name.split("-")[0], f"urlprefix-{HOST}/")
+    lines = [
+        f'route weight shop {HOST}/ weight 0.20 tags "green"',
+        "route add shop shop.example.com/ http://10.0.0.9:8080/",  # Fabio froze on less
+    ]
+    await agent.kv_put("fabio/config", "\n".join(lines) + "\n")
+    site.write_config(source=consul_toml(agent, None) + 'fabio_config = "fabio/config"\n')
+    result = site.lbsync("once")
+    assert "consul key fabio/config line 2: route add is not carried out" in result.stderr
+    proxy.start()
+    measured = shares(await tally(site.port, HOST, 2000), BLUE_GREEN)
+    assert abs(measured["blue"] - 80) <= 3 and abs(measured["green"] - 20) <= 3, measured
+
+    async with running_daemon(site.config()) as daemon:
+        await daemon.wait_for(lambda status: status.ready, 15)
+        await agent.kv_put("fabio/config", f'route weight shop {HOST}/ weight 0.5 tags "green"\n')
+        await until_live(daemon, site.dest, lambda text: weight(text, "green-1") == 256)
+        measured = shares(await tally(site.port, HOST, 2000), BLUE_GREEN)
+        assert abs(measured["green"] - 50) <= 3, measured
+
+
 async def render(argv: list[str], environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`lbsync render` in a process of its own with exactly this environment."""
     return await asyncio.to_thread(

@@ -37,9 +37,11 @@ from dataclasses import dataclass
 
 from lbsync.model import checks
 from lbsync.model.checks import ContractError
-from lbsync.model.keys import route_key
+from lbsync.model.contract import parse_split
+from lbsync.model.keys import route_key, split_key
 from lbsync.model.text import shown
-from lbsync.model.values import SERVICE_PREFIX, Entry, Part, Rejection, Snapshot, part_of
+from lbsync.model.values import SERVICE_PREFIX, Entry, Part, Rejection, Snapshot, Split, part_of
+from lbsync.sources.consul.fabio import FabioRoutes
 from lbsync.sources.consul.mapping import (
     KVView,
     Refusals,
@@ -49,6 +51,8 @@ from lbsync.sources.consul.mapping import (
     tag_route,
 )
 
+FABIO_REFUSED = "fabio-config/line-"  # the key of a refused line of Fabio's configuration
+Fabio = tuple[tuple[str, Split | Rejection], ...]
 NAME_REFUSAL = "the name must be letters, digits, '.', '_' or '-' (max 128); not exposed"
 KV_WINS = "the KV key with the same instance id is used instead"
 
@@ -61,12 +65,25 @@ class _Inputs:
     tags: tuple[str, ...] | None  # the catalog's tags, for a service whose name is valid
     view: ServiceView | None
     names: Refusals  # refusals of catalog names whose key lands in this part
+    fabio: Fabio = ()  # a split Fabio's configuration gives, or its refused lines
 
     def same(
-        self, kv: Part | None, *, tags: object, view: ServiceView | None, names: object
+        self,
+        kv: Part | None,
+        *,
+        tags: object,
+        view: ServiceView | None,
+        names: object,
+        fabio: object,
     ) -> bool:
-        """Whether these are the inputs again (objects by identity, tags and names by value)."""
-        return self.kv is kv and self.view is view and self.tags == tags and self.names == names
+        """Whether these are the inputs again (objects by identity, the rest by value)."""
+        return (
+            self.kv is kv
+            and self.view is view
+            and self.tags == tags
+            and self.names == names
+            and self.fabio == fabio
+        )
 
 
 class ComposeCache:
@@ -84,6 +101,8 @@ def compose(
     catalog: Mapping[str, Sequence[str]],
     services: Mapping[str, ServiceView],
     cache: ComposeCache | None = None,
+    fabio: FabioRoutes | None = None,
+    fabio_key: str = "",
 ) -> Snapshot:
     """One whole snapshot, composed by part; with a `cache`, only the parts whose inputs changed
     since its last composition are made again (the result is the same).
@@ -98,6 +117,7 @@ def compose(
         else:
             valid.append((service, tuple(tags)))
     names = _name_refusals(kv, catalog, invalid)
+    from_fabio = _fabio_parts(kv, fabio, fabio_key) if fabio is not None else {}
     earlier = cache.made if cache is not None else {}
     made: dict[str, tuple[_Inputs, Part | None]] = {}
 
@@ -105,11 +125,14 @@ def compose(
         kv_part = kv.parts.get(name)
         view = services.get(service) if service is not None else None
         refused = names.get(name, ())
+        extra = from_fabio.get(name, ())
         known = earlier.get(name)
-        if known is not None and known[0].same(kv_part, tags=tags, view=view, names=refused):
+        if known is not None and known[0].same(
+            kv_part, tags=tags, view=view, names=refused, fabio=extra
+        ):
             made[name] = known
             return
-        inputs = _Inputs(kv=kv_part, tags=tags, view=view, names=refused)
+        inputs = _Inputs(kv=kv_part, tags=tags, view=view, names=refused, fabio=extra)
         composed = _composed(service, inputs)
         if known is not None and known[1] is not None and known[1] == composed:
             composed = known[1]  # made again, and the same: the same object
@@ -122,7 +145,7 @@ def compose(
             if checks.NAME_RE.fullmatch(service) is None:
                 raise ValueError(f"not an exposed service: {shown(service)!r}")
             part(SERVICE_PREFIX + service, service, None)
-    for name in (*kv.parts, *names):  # the rest: KV's parts, and where refused names land
+    for name in (*kv.parts, *names, *from_fabio):  # the rest: KV's, refused names', Fabio's
         if name not in made:
             held = name.removeprefix(SERVICE_PREFIX)
             named = bool(name) and checks.NAME_RE.fullmatch(held) is not None
@@ -150,6 +173,26 @@ def _name_refusals(
     return {name: tuple(refusals) for name, refusals in refused.items()}
 
 
+def _fabio_parts(kv: KVView, fabio: FabioRoutes, key: str) -> dict[str, Fabio]:
+    """What Fabio's configuration adds, by part: each weighted service's split where KV has no
+    split key of its own (KV wins), or its refusal; every refused line, in the part ""."""
+    found: dict[str, list[tuple[str, Split | Rejection]]] = {}
+    for service, _ in fabio.splits:
+        split = split_key(service)
+        if holds(kv.raw, split):
+            continue
+        value = fabio.split_value(service)
+        try:
+            item: Split | Rejection = parse_split(service, value)
+        except ContractError as error:
+            item = Rejection(where=f"consul key {key}, the lines of {service}", message=str(error))
+        found.setdefault(part_of(split), []).append((split, item))
+    for number, why in fabio.refused:
+        line = Rejection(where=f"consul key {key} line {number}", message=why)
+        found.setdefault("", []).append((f"{FABIO_REFUSED}{number:06d}", line))
+    return {name: tuple(items) for name, items in found.items()}
+
+
 def _by_key(pair: tuple[str, object]) -> str:
     return pair[0]
 
@@ -171,6 +214,11 @@ def _composed(service: str | None, inputs: _Inputs) -> Part | None:
             if route is not None:
                 entries.append((key, route))
     rejected.extend(inputs.names)
+    for key, item in inputs.fabio:
+        if isinstance(item, Rejection):
+            rejected.append((key, item))
+        else:
+            entries.append((key, item))
     if service is not None and inputs.view is not None:
         owned = {key for key, _ in kv.raw}
         rejected.extend(inputs.view.rejected)

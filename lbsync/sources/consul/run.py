@@ -24,6 +24,7 @@ from lbsync.sources.consul.changes import (
     services_to_read,
     tags_moved,
 )
+from lbsync.sources.consul.fabio import FabioRoutes, parse_fabio_config
 from lbsync.sources.consul.mapping import (
     KVView,
     ServiceView,
@@ -66,9 +67,18 @@ class Watchers:
     """One run of `ConsulSource.snapshots()`: its tasks and what they last reported."""
 
     def __init__(
-        self, agents: Agents, *, name: str, prefix: str, retry: Backoff, resync: float
+        self,
+        agents: Agents,
+        *,
+        name: str,
+        prefix: str,
+        retry: Backoff,
+        resync: float,
+        fabio_key: str | None = None,
     ) -> None:
         self.name = name
+        self.fabio_key = fabio_key
+        self.fabio: FabioRoutes | None = None
         self.prefix = prefix
         self.agents = agents
         self.retry = Retry(retry, random.Random())
@@ -108,6 +118,10 @@ class Watchers:
             "health", self._follow("health", self._read_health, self._set_health)
         )
         self.tasks["reader"] = self._start("reader", self._read_services())
+        if self.fabio_key is not None:
+            self.tasks["fabio"] = self._start(
+                "fabio", self._follow("fabio", self._read_fabio, self._set_fabio)
+            )
         self.tasks["resync"] = self._start("resync", self._resync())
         last: Snapshot | None = None
         last_kind: FaultKind | None = None
@@ -193,6 +207,17 @@ class Watchers:
     def _set_kv(self, items: list[tuple[str, bytes | None]]) -> None:
         self.kv = kv_view(items, prefix=self.prefix, held=self.held)
         self._sync()
+        self.changed.set()
+
+    async def _read_fabio(self, index: int) -> tuple[int, str]:
+        """Fabio's key (a prefix read, of that one key), its text ("" when absent)."""
+        assert self.fabio_key is not None
+        found, items = await self.agents.kv(self.fabio_key, index)
+        text = next((value or b"" for key, value in items if key == self.fabio_key), b"")
+        return found, text.decode("utf-8", "replace")
+
+    def _set_fabio(self, text: str) -> None:
+        self.fabio = parse_fabio_config(text)
         self.changed.set()
 
     async def _read_catalog(self, index: int) -> tuple[int, CatalogView]:
@@ -358,12 +383,14 @@ class Watchers:
     def _compose(self) -> tuple[Snapshot, FaultKind | None] | None:
         """The snapshot to offer and its fault kind; None while a first read is missing."""
         if self.faults:
-            order = ["token", "kv", "catalog", "health", "reader"]
+            order = ["token", "kv", "catalog", "health", "reader", "fabio"]
             named = [self.faults[name] for name in order if name in self.faults]
             fault = min(named, key=lambda f: 0 if f.kind is FaultKind.ACL else 1)
             return Snapshot(source=self.name, usable=False, error=str(fault)), fault.kind
         if self.kv is None or self.catalog is None or not self.exposed <= self.services.keys():
             return None
+        if self.fabio_key is not None and self.fabio is None:
+            return None  # Fabio's key not read yet: its splits would come a snapshot later
         services = {service: self.services[service] for service in self.exposed}
         return compose(
             source=self.name,
@@ -371,4 +398,6 @@ class Watchers:
             catalog=self.catalog.services,
             services=services,
             cache=self.composed,
+            fabio=self.fabio,
+            fabio_key=self.fabio_key or "",
         ), None

@@ -71,7 +71,9 @@ class ConsulSource:
         self.resync = resync
         self.requests = RequestCounts()  # every request to Consul, by kind, for the metrics
         self._retry = retry
-        self._settings = Settings.from_config(config, pool=SOURCE_POOL)
+        # one connection more for the blocking read of Fabio's key, when it is followed
+        pool = SOURCE_POOL + (config.fabio_config is not None)
+        self._settings = Settings.from_config(config, pool=pool)
         self._watchers: Watchers | None = None
 
     @property
@@ -88,7 +90,12 @@ class ConsulSource:
         """Whole snapshots, the first once everything was read (or a fault), then per change."""
         async with Agents(self._settings, requests=self.requests) as agents:
             watchers = Watchers(
-                agents, name=self.name, prefix=self.prefix, retry=self._retry, resync=self.resync
+                agents,
+                name=self.name,
+                prefix=self.prefix,
+                retry=self._retry,
+                resync=self.resync,
+                fabio_key=self.config.fabio_config,
             )
             self._watchers = watchers
             try:
