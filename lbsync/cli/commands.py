@@ -46,6 +46,7 @@ async def run(config: Config) -> int:
             store=store,
             locks=locks,
             state=daemon.desired_state,
+            raw=daemon.raw_keys,
             stats=StatsReader(config),
             ttl=config.rollout.lease_ttl,
             analysis=config.analysis,

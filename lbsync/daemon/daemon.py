@@ -22,7 +22,7 @@ from lbsync.daemon.observed import Observed
 from lbsync.daemon.status import SourceStatus, Status
 from lbsync.haproxy.stats import StatsReader
 from lbsync.model.catalog import MergeCache
-from lbsync.model.values import Catalog, Snapshot
+from lbsync.model.values import Catalog, RawKeys, Snapshot
 from lbsync.pipeline import fsio
 from lbsync.pipeline.debounce import quiesce
 from lbsync.pipeline.reconcile import TargetRunner
@@ -93,6 +93,10 @@ class Daemon:
         if self._latest is None:
             return None
         return build(self._latest[1], self.config.health_mode, self._builds)
+
+    def raw_keys(self) -> RawKeys | None:
+        """The raw keys of the latest catalog (None before every source gave one)."""
+        return None if self._latest is None else self._latest[1].raw
 
     async def run(
         self, stop: asyncio.Event, beside: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()

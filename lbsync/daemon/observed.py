@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lbsync.core.state import DesiredState, ServiceState
-from lbsync.haproxy.stats import ErrorCounts, parse_show_stat
+from lbsync.haproxy.stats import ErrorCounts, counts_of, stat_rows
 
 EVERY = 5.0
 KEEP = 60  # samples per group: five minutes
@@ -36,12 +36,12 @@ class _Series:
     rates: dict[str, deque[tuple[float, float, float]]] = field(default_factory=dict)
 
 
-def group_counts(text: str, service: ServiceState) -> dict[str, ErrorCounts]:
-    """The counters of each group's servers of a service in `show stat` text."""
+def group_counts(rows: list[dict[str, str]], service: ServiceState) -> dict[str, ErrorCounts]:
+    """The counters of each group's servers of a service in `show stat` rows (`stat_rows`)."""
     groups: dict[str, set[str]] = {}
     for server in service.servers:
         groups.setdefault(server.group, set()).add(server.name)
-    return {group: parse_show_stat(text, service.name, names) for group, names in groups.items()}
+    return {group: counts_of(rows, service.name, names) for group, names in groups.items()}
 
 
 def rates(before: Reading, now: Reading) -> dict[str, tuple[float, float, float]]:
@@ -87,15 +87,19 @@ class Observed:
         """Sample every `every` seconds, until cancelled."""
         while True:
             await asyncio.sleep(self.every)
-            await self.sample(state())
+            await self.sample(state)
 
-    async def sample(self, state: DesiredState | None) -> None:
-        """One reading for every service asked about lately; the others are forgotten."""
+    async def sample(self, state: Callable[[], DesiredState | None]) -> None:
+        """One reading for every service asked about lately (the others are forgotten); the
+        desired state is asked for only then."""
         now = self.clock()
         self._series = {
             name: series for name, series in self._series.items() if now - series.asked < INTEREST
         }
-        if self.read is None or state is None or not self._series:
+        if self.read is None or not self._series:
+            return
+        desired = state()
+        if desired is None:
             return
         try:
             text = await self.read("show stat")
@@ -103,13 +107,16 @@ class Observed:
             return  # no HAProxy to ask now: a gap in the series
         wanted = [
             (name, service)
-            for name, service in ((name, state.service(name)) for name in self._series)
+            for name, service in ((name, desired.service(name)) for name in self._series)
             if service is not None
         ]
+
+        def counted_by_service() -> dict[str, dict[str, ErrorCounts]]:
+            rows = stat_rows(text)  # once for every service: megabytes at 10,000 servers
+            return {name: group_counts(rows, service) for name, service in wanted}
+
         try:
-            counted = await asyncio.to_thread(
-                lambda: {name: group_counts(text, service) for name, service in wanted}
-            )
+            counted = await asyncio.to_thread(counted_by_service)
         except ValueError:
             return  # not `show stat` output
         for name, counts in counted.items():

@@ -32,20 +32,31 @@ class ErrorCounts:
 
 def parse_show_stat(text: str, backend: str, servers: Iterable[str]) -> ErrorCounts:
     """Sum the responses and errors (5xx, failed connections, broken responses) of some
-    servers of a backend in `show stat` CSV, with the same servers in the backend's group
-    backends (`<backend>:sticky:<group>`, `<backend>:pin:<group>`): sticky clients and pinned
-    requests reach the servers there. No service name holds a `:`, so only those match."""
-    wanted = set(servers)
+    servers of a backend in `show stat` CSV (`stat_rows`, `counts_of`)."""
+    return counts_of(stat_rows(text), backend, servers)
+
+
+def stat_rows(text: str) -> list[dict[str, str]]:
+    """The rows of `show stat` CSV, by column name; ValueError when it is not that."""
     lines = [line for line in text.splitlines() if line.strip()]
     header = next((line for line in lines if line.startswith("# ")), None)
     if header is None:
         raise ValueError(f"not `show stat` output: {text[:120]!r}")
     columns = header[2:].split(",")
+    return [
+        dict(zip(columns, line.split(","), strict=False))
+        for line in lines
+        if not line.startswith("#")
+    ]
+
+
+def counts_of(rows: Iterable[dict[str, str]], backend: str, servers: Iterable[str]) -> ErrorCounts:
+    """The counters of some servers of a backend, with the same servers in the backend's group
+    backends (`<backend>:sticky:<group>`, `<backend>:pin:<group>`): sticky clients and pinned
+    requests reach the servers there. No service name holds a `:`, so only those match."""
+    wanted = set(servers)
     responses = errors = 0
-    for line in lines:
-        if line.startswith("#"):
-            continue
-        row = dict(zip(columns, line.split(","), strict=False))
+    for row in rows:
         proxy = row.get("pxname", "")
         if row.get("svname") not in wanted or not (
             proxy == backend or proxy.startswith(f"{backend}:")

@@ -21,7 +21,13 @@ from typing import Any, TypeVar
 
 from lbsync.model import checks
 from lbsync.model.checks import ContractError
-from lbsync.model.jsonvalues import MAX_VALUE_BYTES, canonical_json, check_bounds, decode_json
+from lbsync.model.jsonvalues import (
+    MAX_VALUE_BYTES,
+    canonical_json,
+    check_bounds,
+    decode_json,
+    json_or_str,
+)
 from lbsync.model.keys import is_contract_key
 
 __all__ = [
@@ -322,10 +328,7 @@ def parse_values_and_texts(
             texts[key] = str(value)
             continue
         parsed.append((key, parse_one(key, value, decoded=True, describe=describe, checked=True)))
-        try:
-            texts[key] = canonical_json(value, checked=True)
-        except ContractError:
-            texts[key] = str(value)  # refused by its field above (a TOML `inf`, say)
+        texts[key] = json_or_str(value, checked=True)  # a TOML `inf`: refused by its field
     return _split(parsed), texts
 
 

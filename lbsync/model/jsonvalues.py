@@ -161,6 +161,15 @@ def _within_bounds_by_length(text: str | bytes) -> bool:
     return text.count("[") + text.count("{") < MAX_DEPTH
 
 
+def json_or_str(value: object, *, checked: bool = False) -> str:
+    """A value's text as a `kv` key shows it: its canonical JSON, or `str(value)` when it has
+    none (too large, not JSON, not finite)."""
+    try:
+        return canonical_json(value, checked=checked)
+    except ContractError:
+        return str(value)
+
+
 def canonical_json(value: object, *, checked: bool = False) -> str:
     """The one text of a JSON value: sorted keys, no spaces (after `check_bounds`, unless
     `checked`: the caller bounded it already)."""

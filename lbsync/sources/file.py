@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from lbsync.model.checks import ContractError
-from lbsync.model.contract import canonical_json, parse_values_and_texts
+from lbsync.model.contract import parse_values_and_texts
+from lbsync.model.jsonvalues import json_or_str
 from lbsync.model.values import Rejection, Snapshot
 from lbsync.sources.filewatch import changes
 
@@ -74,14 +74,7 @@ def _flatten_kv(table: dict[str, Any], prefix: str, raw: dict[str, str]) -> None
             if isinstance(value, dict):
                 pending.append((value, f"{base}{key}/"))
             else:
-                raw[f"{base}{key}"] = value if isinstance(value, str) else _json_or_str(value)
-
-
-def _json_or_str(value: object) -> str:
-    try:
-        return canonical_json(value)
-    except ContractError:
-        return str(value)
+                raw[f"{base}{key}"] = value if isinstance(value, str) else json_or_str(value)
 
 
 def read_snapshot(path: Path, *, source: str = "file") -> Snapshot:

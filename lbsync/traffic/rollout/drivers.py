@@ -95,6 +95,7 @@ class Drivers:
         store: Store,
         locks: Locks,
         state: Callable[[], DesiredState | None],
+        raw: Callable[[], RawKeys | None],
         stats: Counters,
         ttl: float,
         analysis: AnalysisConfig | None = None,
@@ -102,7 +103,7 @@ class Drivers:
     ) -> None:
         self.store = store
         self.locks = locks
-        self.state = state
+        self.raw = raw  # the records are looked for in the raw keys: no state built for it
         self.states = _States(state)
         self.stats = stats
         self.ttl = ttl
@@ -128,8 +129,8 @@ class Drivers:
 
     def _look(self) -> None:
         """A contender for every active daemons' rollout without one."""
-        found = self.state()
-        for service in driven_services(found.raw) if found is not None else ():
+        found = self.raw()
+        for service in driven_services(found) if found is not None else ():
             task = self._contending.get(service)
             if task is not None and task.done() and not task.cancelled():
                 _said(service, task)

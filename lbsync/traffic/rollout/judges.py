@@ -77,11 +77,30 @@ class Judges:
         """What the readings so far decide."""
         return assess(self.tally, self.gates, self.limits)
 
-    async def call(self, kind: HookKind, event: HookEvent) -> HookRound | None:
-        """One round of hooks of `kind` (None when there is none of that kind)."""
-        if self.hooks is None or not self.hooks.of(kind):
-            return None
-        return await self.hooks.run(kind, event)
+    def has(self, kind: HookKind) -> bool:
+        """Whether the rollout names hooks of `kind`."""
+        return self.hooks is not None and bool(self.hooks.of(kind))
+
+    async def call(
+        self, kind: HookKind, record: RolloutRecord, *, step: int, share: float | None
+    ) -> HookRound:
+        """One round of the hooks of `kind` (`has`), its results kept in the record."""
+        assert self.hooks is not None
+        found = await self.hooks.run(kind, event_of(self, record, step=step, share=share))
+        record.progress = {
+            **record.progress,
+            "hook_results": kept(
+                record.progress.get("hook_results", []),
+                [result.to_json() for result in found.results],
+                HOOK_RESULTS_KEPT,
+            ),
+        }
+        return found
+
+
+def _now(record: RolloutRecord) -> Phase:
+    """The phase the record is in, as a publish keeps it (running before any was written)."""
+    return record.phase or Phase.RUNNING
 
 
 def kept(found: list[Any], new: Sequence[dict[str, Any]], limit: int) -> list[Any]:
@@ -98,7 +117,7 @@ def event_of(judges: Judges, record: RolloutRecord, *, step: int, share: float |
     return HookEvent(
         service=record.spec.service,
         group=record.spec.to,
-        phase=(record.phase or Phase.RUNNING).value,
+        phase=_now(record).value,
         step=step,
         share=share,
         readings=judges.last,
@@ -111,25 +130,12 @@ async def hooked(
     """A round of `kind` for `step`, unless the record says it was sent; its results kept in
     the record; GateFailed when the round asks for a revert."""
     mark = f"{kind.value}:{step}"
-    if (
-        mark in record.progress.get("hooked", [])
-        or judges.hooks is None
-        or not judges.hooks.of(kind)
-    ):
+    if mark in record.progress.get("hooked", []) or not judges.has(kind):
         return None
-    found = await judges.call(kind, event_of(judges, record, step=step, share=share))
-    assert found is not None
+    found = await judges.call(kind, record, step=step, share=share)
     record.event(f"{kind.value} hooks: {found.message}")
-    record.progress = {
-        **record.progress,
-        "hooked": [*record.progress.get("hooked", []), mark],
-        "hook_results": kept(
-            record.progress.get("hook_results", []),
-            [r.to_json() for r in found.results],
-            HOOK_RESULTS_KEPT,
-        ),
-    }
-    await record.publish(record.phase or Phase.RUNNING)
+    record.progress = {**record.progress, "hooked": [*record.progress.get("hooked", []), mark]}
+    await record.publish(_now(record))
     if found.reverts:
         raise GateFailed(f"{kind.value} hook failed: {found.message}")
     return found
@@ -140,26 +146,16 @@ async def confirmed(
 ) -> None:
     """Hold before the last step until every confirm-promotion hook answers 2xx."""
     kind = HookKind.CONFIRM_PROMOTION
-    if judges.hooks is None or not judges.hooks.of(kind):
+    if not judges.has(kind):
         return
     while True:
-        found = await judges.call(kind, event_of(judges, record, step=step, share=share))
-        assert found is not None
-        record.progress = {
-            **record.progress,
-            "hook_results": kept(
-                record.progress.get("hook_results", []),
-                [r.to_json() for r in found.results],
-                HOOK_RESULTS_KEPT,
-            ),
-        }
+        found = await judges.call(kind, record, step=step, share=share)
         if found.outcome is HookOutcome.OK:
             record.event("confirm-promotion hooks answered 2xx")
-            await record.publish(record.phase or Phase.RUNNING)
+            await record.publish(_now(record))
             return
-        await record.publish(
-            record.phase or Phase.RUNNING, message=f"waiting for confirm-promotion: {found.message}"
-        )
+        message = f"waiting for confirm-promotion: {found.message}"
+        await record.publish(_now(record), message=message)
         await wait(judges.reading_every)
 
 
@@ -189,7 +185,7 @@ async def analysed(
             record.event(f"analysis failed: {verdict.message}")
             raise GateFailed(verdict.message)
         if verdict.outcome is Outcome.PASSING:
-            await record.publish(record.phase or Phase.RUNNING)
+            await record.publish(_now(record))
             return
         if verdict.outcome is Outcome.PAUSED:
             record.event(f"analysis paused: {verdict.message}")
@@ -197,7 +193,7 @@ async def analysed(
             await paused()
             judges.tally = judges.tally.resumed()
             continue
-        await record.publish(record.phase or Phase.RUNNING, message=verdict.message)
+        await record.publish(_now(record), message=verdict.message)
         await wait(judges.reading_every)
 
 
