@@ -23,8 +23,9 @@ from lbsync.model.keys import driver_key, rollout_key
 from lbsync.model.text import shown
 from lbsync.sources.build import sources_for
 from lbsync.sources.follow import Following, SourceUnusable
-from lbsync.traffic.rollout.driver import FollowedStates, Rollout
+from lbsync.traffic.rollout.driver import Rollout
 from lbsync.traffic.rollout.gates import GateFailed
+from lbsync.traffic.rollout.inputs import FollowedStates
 from lbsync.traffic.rollout.judges import judges_for
 from lbsync.traffic.rollout.record import DAEMON, Aborted, RolloutRecord, request
 from lbsync.traffic.rollout.spec import ACTIVE, Phase, RolloutSpec, parse_steps, phase_of

@@ -39,8 +39,9 @@ from lbsync.kv.etcd import EtcdClient
 from lbsync.kv.store import EtcdStore, StoreError
 from lbsync.sources.build import sources_for
 from lbsync.sources.follow import Following, SourceUnusable
-from lbsync.traffic.rollout.driver import FollowedStates, Rollout
+from lbsync.traffic.rollout.driver import Rollout
 from lbsync.traffic.rollout.gates import GateFailed
+from lbsync.traffic.rollout.inputs import FollowedStates
 from lbsync.traffic.rollout.record import Aborted, request
 from lbsync.traffic.rollout.spec import Phase, RolloutSpec
 from lbsync.traffic.splits import SplitError

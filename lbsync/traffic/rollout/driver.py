@@ -22,15 +22,13 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from lbsync.common.backoff import Backoff
 from lbsync.core.groups import BY_TAG
-from lbsync.core.state import DesiredState, ServiceState, build
-from lbsync.haproxy.stats import ErrorCounts
+from lbsync.core.state import ServiceState
 from lbsync.kv.store import Store, StoreError
-from lbsync.model.values import HealthMode
-from lbsync.sources.follow import Following, SourceUnusable
+from lbsync.sources.follow import SourceUnusable
 from lbsync.traffic.analysis.readings import ReadingError
 from lbsync.traffic.analysis.tally import Tally
 from lbsync.traffic.rollout.gates import (
@@ -41,6 +39,7 @@ from lbsync.traffic.rollout.gates import (
     members,
 )
 from lbsync.traffic.rollout.hooks import HookKind
+from lbsync.traffic.rollout.inputs import Counters, DesiredStates, Progress
 from lbsync.traffic.rollout.judges import Judges, analysed, confirmed, hooked
 from lbsync.traffic.rollout.record import (
     CONTROL_POLL,
@@ -70,44 +69,6 @@ class Place:
 
     revision: int
     writing: dict[str, Any] | None = None
-
-
-class Progress(Protocol):
-    """Where a rollout says what it does (a terminal, a log)."""
-
-    def line(self, text: str) -> None:
-        """An event worth keeping: a step, a pause, a revert."""
-
-    def status(self, text: str) -> None:
-        """The gates' current reading."""
-
-
-class Counters(Protocol):
-    """HAProxy's counters of some servers (`haproxy.stats.StatsReader`)."""
-
-    async def counts(self, backend: str, servers: set[str]) -> ErrorCounts | None:
-        """The servers' counters, or None when no runtime API can be reached."""
-        ...
-
-
-class DesiredStates(Protocol):
-    """The desired state as the daemon would see it now."""
-
-    def state(self) -> DesiredState:
-        """The current desired state; raises when a source failed."""
-        ...
-
-
-class FollowedStates:
-    """Desired states built from followed sources, as the daemon builds them."""
-
-    def __init__(self, following: Following, mode: HealthMode) -> None:
-        self.following = following
-        self.mode = mode
-
-    def state(self) -> DesiredState:
-        """The desired state of the sources' current catalog."""
-        return build(self.following.catalog(), self.mode)
 
 
 class Promoted(Exception):

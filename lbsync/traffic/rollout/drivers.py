@@ -29,7 +29,8 @@ from lbsync.kv.locks import HeldLock, LockError, Locks
 from lbsync.kv.store import Store, StoreError
 from lbsync.model.keys import driver_key, rollout_key
 from lbsync.model.values import RawKeys
-from lbsync.traffic.rollout.driver import STOPPED, Counters, Rollout
+from lbsync.traffic.rollout.driver import STOPPED, Rollout
+from lbsync.traffic.rollout.inputs import Counters
 from lbsync.traffic.rollout.judges import judges_for
 from lbsync.traffic.rollout.record import DAEMON, RolloutRecord
 from lbsync.traffic.rollout.spec import ACTIVE, phase_of
