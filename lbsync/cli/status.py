@@ -170,6 +170,9 @@ def _service_lines(service: JSON, now: float) -> list[str]:
     if split and not service["split_in_force"]:
         how += " (not in force)"
     how += _routing(route, split)
+    serving = service.get("serving_datacenter")
+    if serving:
+        how += f"; served from datacenter {serving}"
     lines = [f"SERVICE {service['name']}  ({where}; {how})"]
     lines += [f"  ! {note}" for note in service["notes"]]
     if service["rollout"] is not None:
@@ -192,7 +195,7 @@ def _service_lines(service: JSON, now: float) -> list[str]:
             server["endpoint"],
             server["group"] or "(default)",
             server["health"] + ("" if server["eligible"] else " (not eligible)"),
-            str(server["weight"]),
+            str(server["weight"]) + (" backup" if server.get("backup") else ""),
             _pct(server["achieved"]),
         ]
         for server in service["servers"]

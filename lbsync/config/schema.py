@@ -121,6 +121,8 @@ class ConsulSourceConfig:
     tls: TlsFiles = field(default_factory=TlsFiles)
     wait: float = 30.0
     fabio_config: str | None = None  # Fabio's KV key of manual overrides (`route weight` lines)
+    # the local datacenter, then those whose instances serve when it has none, in order
+    datacenters: tuple[str, ...] = ()
 
 
 SourceConfig = FileSourceConfig | EtcdSourceConfig | ConsulSourceConfig

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from lbsync.config.endpoints import CONSUL_PORTS, ETCD_PORTS, CredentialsInAddress, normalise
@@ -16,6 +17,8 @@ from lbsync.config.tls import TlsError, TlsFiles
 
 TLS_SETTINGS = frozenset({"ca_file", "cert_file", "key_file"})
 MAX_CONSUL_WAIT = 600.0
+MAX_DATACENTERS = 16  # the instances' failover tiers (`model.contract.MAX_FAILOVER_TIER`)
+DATACENTER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # Consul's datacenter names
 
 
 def file_source(reader: Reader) -> FileSourceConfig:
@@ -96,7 +99,7 @@ def consul_source(reader: Reader) -> ConsulSourceConfig:
     """`[source.consul]`."""
     reader.check_known(
         {"addresses", "address", "prefix", "token", "token_file", "datacenter", "wait"}
-        | {"fabio_config"}
+        | {"fabio_config", "datacenters"}
         | TLS_SETTINGS
     )
     if "address" in reader.table and "addresses" in reader.table:
@@ -111,15 +114,40 @@ def consul_source(reader: Reader) -> ConsulSourceConfig:
     wait = reader.duration("wait", 30.0)
     if not 0 < wait <= MAX_CONSUL_WAIT:
         raise ConfigError(f"{reader.name('wait')}: between 0 and 10 minutes")
+    datacenters = _datacenters(reader)
     return ConsulSourceConfig(
         addresses=addresses,
         prefix=reader.prefix(),
         token=reader.secret("token"),
-        datacenter=reader.optional_text("datacenter"),
+        datacenter=datacenters[0] if datacenters else reader.optional_text("datacenter"),
+        datacenters=datacenters,
         tls=tls_files(reader),
         wait=wait,
         fabio_config=_kv_key(reader, "fabio_config"),
     )
+
+
+def _datacenters(reader: Reader) -> tuple[str, ...]:
+    """`datacenters`: the local datacenter first, then the ones to fail over to, in order."""
+    if "datacenters" not in reader.table:
+        return ()
+    if "datacenter" in reader.table:
+        raise ConfigError(
+            f"{reader.name('datacenters')}: give datacenter or datacenters, not both "
+            "(the first of datacenters is the local one)"
+        )
+    names = reader.argv("datacenters", ())
+    for name in names:
+        if DATACENTER_RE.fullmatch(name) is None:
+            raise ConfigError(
+                f"{reader.name('datacenters')}: {name!r} is not a datacenter name "
+                "(letters, digits, '_' or '-')"
+            )
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{reader.name('datacenters')}: a datacenter is named twice")
+    if len(names) > MAX_DATACENTERS:
+        raise ConfigError(f"{reader.name('datacenters')}: at most {MAX_DATACENTERS}")
+    return names
 
 
 def _kv_key(reader: Reader, key: str) -> str | None:

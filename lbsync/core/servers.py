@@ -47,11 +47,19 @@ class ServerState:
     tags: tuple[str, ...]
     meta: tuple[tuple[str, str], ...]
     instance_weight: int = 1
+    datacenter: str = ""
+    backup: bool = False  # a failover tier above 0 (`core.failover`): serves when the rest cannot
 
     @property
     def down(self) -> bool:
         """No share: nginx marks it `down` (its weights start at 1), HAProxy gives weight 0."""
         return self.weight == 0
+
+    @property
+    def serving(self) -> bool:
+        """Whether it receives traffic now: a share of the serving tier (a backup server can
+        have a weight and wait)."""
+        return self.achieved > 0
 
     @property
     def group_key(self) -> str:

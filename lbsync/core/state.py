@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from lbsync.core.bygroup import DrawStep, GroupServers, draw_of, groups_of
+from lbsync.core.failover import allocate_tiers
 
 # re-exported: they were defined here before core/servers.py
 from lbsync.core.servers import ServerState as ServerState
 from lbsync.core.servers import server_name as server_name
-from lbsync.core.weights import GroupShare, allocate_shares, basis_points, notes_on
+from lbsync.core.weights import GroupShare, basis_points, notes_on
 from lbsync.model.values import (
     Catalog,
     HealthMode,
@@ -43,6 +44,13 @@ class ServiceState:
     unserved: float
     unserved_basis_points: int
     notes: tuple[str, ...]
+    serving_datacenter: str = ""  # where its traffic goes, when its instances say
+
+    @property
+    def has_backups(self) -> bool:
+        """Whether some servers are backups (`core.failover`): the proxy then uses all of
+        them together once no other server is usable."""
+        return any(server.backup for server in self.servers)
 
     @property
     def exposed(self) -> bool:
@@ -104,7 +112,8 @@ class DesiredState:
 
 
 def _service_state(spec: ServiceSpec, mode: HealthMode) -> ServiceState:
-    shares = allocate_shares(spec.instances, spec.split, mode)
+    tiered = allocate_tiers(spec.instances, spec.split, mode)
+    shares = tiered.shares
     servers = [
         ServerState(
             server_name(instance.id),
@@ -121,8 +130,12 @@ def _service_state(spec: ServiceSpec, mode: HealthMode) -> ServiceState:
             instance.tags,
             instance.meta,
             instance.weight,
+            instance.datacenter,
+            backup,
         )
-        for instance, group, eligible, exact, weight, achieved in shares.rows()
+        for (instance, group, eligible, exact, weight, achieved), backup in zip(
+            shares.rows(), tiered.backup, strict=True
+        )
     ]
     servers.sort(key=_by_name)
     return ServiceState(
@@ -135,6 +148,7 @@ def _service_state(spec: ServiceSpec, mode: HealthMode) -> ServiceState:
         unserved=shares.unserved,
         unserved_basis_points=basis_points(shares.unserved),
         notes=notes_on(shares.groups),
+        serving_datacenter=tiered.serving_datacenter,
     )
 
 

@@ -381,13 +381,16 @@ class Agents:
             needs=f'key_prefix "{prefix}" read',
         )
 
-    async def catalog(self, index: int) -> tuple[int, dict[str, tuple[str, ...]]]:
+    async def catalog(
+        self, index: int, *, dc: str | None = None
+    ) -> tuple[int, dict[str, tuple[str, ...]]]:
         """`/v1/catalog/services`: every service name with the union of its instances' tags,
-        sorted (Consul lists a union in any order from one answer to the next)."""
+        sorted (Consul lists a union in any order from one answer to the next); of datacenter
+        `dc`, else the configured or the agent's own."""
         found, services = await self._call(
-            "the service catalog",
+            _in("the service catalog", dc),
             lambda client: client.catalog.services(
-                index=index or None, wait=self.settings.wait_text, consistency="stale"
+                index=index or None, wait=self.settings.wait_text, consistency="stale", dc=dc
             ),
             kind="catalog",
             blocking=index > 0,
@@ -400,12 +403,12 @@ class Agents:
             for name, tags in services.items()
         }
 
-    async def health(self, service: str) -> list[dict[str, Any]]:
+    async def health(self, service: str, *, dc: str | None = None) -> list[dict[str, Any]]:
         """`/v1/health/service/<svc>` now (not blocking, not stale): all instances with node and
-        service checks."""
+        service checks, of datacenter `dc` (else the configured or the agent's own)."""
         _, nodes = await self._call(
-            f"the health of service {service}",
-            lambda client: client.health.service(service),
+            _in(f"the health of service {service}", dc),
+            lambda client: client.health.service(service, dc=dc),
             kind="health-service",
             blocking=False,
             needs=f'service "{service}" read and node_prefix "" read',
@@ -414,16 +417,18 @@ class Agents:
             raise Unavailable(f"Consul at {self.address}: unexpected health answer for {service}")
         return nodes
 
-    async def health_state(self, index: int) -> tuple[int, list[dict[str, Any]]]:
+    async def health_state(
+        self, index: int, *, dc: str | None = None
+    ) -> tuple[int, list[dict[str, Any]]]:
         """`/v1/health/state/any` (blocking when index > 0, stale): every check in the
-        datacenter, node checks and service checks."""
+        datacenter (`dc`, else the configured or the agent's own), node and service checks."""
 
         def request(client: Any) -> Awaitable[tuple[object, object]]:
             params: list[tuple[str, object]] = list(STALE)
             if index:
                 params += [("index", index), ("wait", self.settings.wait_text)]
-            if client.dc:
-                params.append(("dc", client.dc))
+            if dc or client.dc:
+                params.append(("dc", dc or client.dc))
             return client.http.get(  # type: ignore[no-any-return]
                 CB.json(index=True),
                 "/v1/health/state/any",
@@ -432,7 +437,7 @@ class Agents:
             )
 
         found, checks = await self._call(
-            "the health checks",
+            _in("the health checks", dc),
             request,
             kind="health-state",
             blocking=index > 0,
@@ -441,6 +446,11 @@ class Agents:
         if not isinstance(checks, list) or not all(isinstance(item, dict) for item in checks):
             raise Unavailable(f"Consul at {self.address}: unexpected health state answer")
         return _index(found), checks
+
+
+def _in(what: str, dc: str | None) -> str:
+    """What a request reads, with the datacenter it asks for when that is not the local one."""
+    return f"{what} of datacenter {dc}" if dc else what
 
 
 def addresses_of(texts: Sequence[str]) -> tuple[Endpoint, ...]:

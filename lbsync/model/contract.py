@@ -65,7 +65,10 @@ CHECK_FIELDS = frozenset(("path", "interval_ms"))
 STICKY_FIELDS = frozenset(("cookie",))
 SPLIT_FIELDS = frozenset(("by", "groups", "on_empty", "pin"))
 PIN_FIELDS = frozenset(("header", "cookie"))
-INSTANCE_FIELDS = frozenset(("address", "port", "tags", "meta", "weight", "health"))
+INSTANCE_FIELDS = frozenset(
+    ("address", "port", "tags", "meta", "weight", "health", "datacenter", "failover")
+)
+MAX_FAILOVER_TIER = 16  # a tier per datacenter: more than any federation has
 
 
 def _object(value: object, what: str, allowed: frozenset[str]) -> dict[str, Any]:
@@ -175,7 +178,9 @@ def parse_split(service: str, value: object) -> Split:
 
 
 def parse_instance(service: str, instance_id: str, value: object) -> Instance:
-    """An instance: address, port, tags, meta, relative weight and health."""
+    """An instance: address, port, tags, meta, relative weight, health, and where it runs:
+    its datacenter (shown) and failover tier (0 serves; a higher tier is a backup that serves
+    only while no lower tier has an eligible instance)."""
     data = _object(value, "instance", INSTANCE_FIELDS)
     if "address" not in data or "port" not in data:
         raise ContractError("instance needs both address and port")
@@ -195,6 +200,10 @@ def parse_instance(service: str, instance_id: str, value: object) -> Instance:
         meta,
         checks.integer(data.get("weight", 1), "weight", low=0, high=checks.MAX_INSTANCE_WEIGHT),
         _enum(Health, data.get("health", Health.PASSING.value), "health"),
+        checks.name(data["datacenter"], "datacenter") if "datacenter" in data else "",
+        checks.integer(data.get("failover", 0), "failover", low=0, high=MAX_FAILOVER_TIER)
+        if "failover" in data
+        else 0,
     )
 
 

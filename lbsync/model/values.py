@@ -65,6 +65,8 @@ class Instance:
     meta: tuple[tuple[str, str], ...] = ()
     weight: int = 1
     health: Health = Health.PASSING
+    datacenter: str = ""  # where it runs, shown; "" when the source does not say
+    failover: int = 0  # 0: serves; N: serves only while no instance of a lower tier can
 
     @property
     def endpoint(self) -> str:

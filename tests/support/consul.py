@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import shutil
 import subprocess
@@ -54,6 +55,7 @@ class ConsulAgent:
     tls: bool = False
     persistent: bool = False
     node: str = "node-a"
+    datacenter: str = "dc1"
     hcl: tuple[str, ...] = ()  # more configuration, e.g. `limits { ... }`
     ports: dict[str, int] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
@@ -127,6 +129,7 @@ class ConsulAgent:
         )
         argv = [binary, "agent", *mode, "-bind", "127.0.0.1", "-client", "127.0.0.1"]
         argv += ["-node", self.node, "-log-level", "warn", "-grpc-port", "-1"]
+        argv += ["-datacenter", self.datacenter]
         argv += ["-http-port", str(self.ports["http"]), "-dns-port", str(self.ports["dns"])]
         argv += ["-server-port", str(self.ports["server"])]
         argv += ["-serf-lan-port", str(self.ports["serf_lan"])]
@@ -283,6 +286,48 @@ class ConsulAgent:
         """Delete a token (ACL variant) by its secret."""
         token = await self.call("GET", "/v1/acl/token/self", token=secret)
         await self.call("DELETE", f"/v1/acl/token/{token['AccessorID']}")
+
+
+def datacenters_known(agent: ConsulAgent, names: set[str]) -> bool:
+    """Whether the agent's `/v1/catalog/datacenters` lists every one of `names` (the WAN pool
+    has them, so a `?dc=` query is forwarded)."""
+    try:
+        with urllib.request.urlopen(f"{agent.address}/v1/catalog/datacenters", timeout=1) as reply:
+            return names <= set(json.loads(reply.read() or b"[]"))
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def federated_agents(
+    root: Path, names: tuple[str, ...] = ("dc1", "dc2")
+) -> Iterator[list[ConsulAgent]]:
+    """One dev agent per datacenter, each its own server, joined over the WAN on loopback
+    (`consul join -wan`); the first is the local one. Stopped at the end."""
+    agents = [ConsulAgent(root=root / name, datacenter=name, node=f"node-{name}") for name in names]
+    try:
+        for agent in agents:
+            agent.start()
+        binary = consul_binary()
+        assert binary is not None
+        for other in agents[1:]:
+            subprocess.run(
+                [
+                    *(binary, "join", "-wan", f"-http-addr={agents[0].address}"),
+                    f"127.0.0.1:{other.ports['serf_wan']}",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+        for agent in agents:
+            wait_until(
+                functools.partial(datacenters_known, agent, set(names)), START_TIMEOUT, "a WAN pool"
+            )
+        yield agents
+    finally:
+        for agent in agents:
+            agent.stop()
 
 
 @contextlib.contextmanager

@@ -5,16 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
+from support.desired import Values, at, rendered, state_of
 
-from lbsync import config
 from lbsync.core.servers import server_name
-from lbsync.core.state import DesiredState, build
+from lbsync.core.state import build
 from lbsync.model.catalog import merge
 from lbsync.model.contract import parse_values
-from lbsync.model.values import HealthMode, Snapshot
+from lbsync.model.values import Snapshot
 from lbsync.pipeline.render import (
     KvView,
     RenderError,
@@ -24,17 +23,6 @@ from lbsync.pipeline.render import (
     virtual_hosts,
 )
 from lbsync.sources.file import read_snapshot
-
-Values = dict[str, object]
-
-
-def state_of(values: Values, mode: HealthMode = HealthMode.PASSING) -> DesiredState:
-    entries, rejected = parse_values(values, describe=str)
-    return build(merge([Snapshot(source="test", entries=entries, rejected=rejected)]), mode)
-
-
-def at(port: int, *tags: str, **fields: object) -> dict[str, object]:
-    return {"address": "127.0.0.1", "port": port, "tags": list(tags), **fields}
 
 
 def route(name: str, path: str = "/", *hosts: str) -> Values:
@@ -55,16 +43,6 @@ def shop(
         "services/shop/instances/blue-2": at(9102, "blue"),
         "services/shop/instances/green-1": at(9103, "green", **(green or {})),
     }
-
-
-def rendered(state: DesiredState, kind: str, tmp_path: Path) -> str:
-    """Render a shipped template with the defaults a real target would have."""
-    document: dict[str, Any] = {
-        "source": {"file": {"path": "services.toml"}},
-        "target": [{"kind": kind, "dest": "run/out.conf", "vars": {"bind": ["127.0.0.1:8080"]}}],
-    }
-    target = config.parse(document, tmp_path / "lbsync.toml").targets[0]
-    return render(state, load_template(target.template), target.vars)
 
 
 def template_file(tmp_path: Path, text: str) -> Path:

@@ -119,6 +119,7 @@ def _service_fields(service: ServiceState, rollout: JSON | None) -> JSON:
         "split": split_json(service.split) if service.split is not None else None,
         "split_in_force": service.split_in_force,
         "unserved": service.unserved,
+        "serving_datacenter": service.serving_datacenter or None,
         "notes": list(service.notes),
         "groups": [group_json(group) for group in service.groups],
         "rollout": rollout,
@@ -249,6 +250,8 @@ def server_json(server: ServerState) -> JSON:
         "achieved": server.achieved,
         "tags": list(server.tags),
         "meta": dict(server.meta),
+        "datacenter": server.datacenter or None,
+        "backup": server.backup,
     }
 
 

@@ -236,12 +236,25 @@ def _table(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def service_view(service: str, nodes: Sequence[Mapping[str, Any]]) -> ServiceView:
+def service_view(
+    service: str,
+    nodes: Sequence[Mapping[str, Any]],
+    *,
+    datacenter: str = "",
+    failover: int = 0,
+) -> ServiceView:
     """Map one service's health-endpoint items to instance entries, refusing bad ones by name.
+
+    `datacenter` names where they run (with `[source.consul] datacenters`), `failover` their
+    tier: above 0, a datacenter to fail over to, whose instance ids are `<dc>:<id>` (the same
+    registration may exist in both).
 
     Consul's answers are input like any other: a part of the wrong shape refuses its instance,
     and whatever an item holds, no exception leaves this function."""
     ids = Counter(str(_table(_table(item).get("Service")).get("ID") or "") for item in nodes)
+    placed: dict[str, object] = (
+        {"datacenter": datacenter, "failover": failover} if datacenter else {}
+    )
     entries: dict[str, Instance] = {}
     rejected: list[tuple[str, Rejection]] = []
     for item in nodes:
@@ -249,6 +262,8 @@ def service_view(service: str, nodes: Sequence[Mapping[str, Any]]) -> ServiceVie
         registration = _table(_table(item).get("Service"))
         service_id = str(registration.get("ID") or "")
         raw_id = f"{node.get('Node')}:{service_id}" if ids[service_id] > 1 else service_id
+        if failover:
+            raw_id = f"{datacenter}:{raw_id}"
         key = instance_key(service, raw_id)
         where = f"consul service {service} instance {_printable_id(raw_id)}"
         try:
@@ -275,6 +290,7 @@ def service_view(service: str, nodes: Sequence[Mapping[str, Any]]) -> ServiceVie
                     if tagged is None
                     else tagged,
                     "health": health.value,
+                    **placed,
                 },
             )
         except ContractError as error:

@@ -52,6 +52,7 @@ from lbsync.sources.consul.mapping import (
 )
 
 FABIO_REFUSED = "fabio-config/line-"  # the key of a refused line of Fabio's configuration
+DATACENTER_FAULT = "consul-datacenter/"  # the key of a fault in a datacenter to fail over to
 Fabio = tuple[tuple[str, Split | Rejection], ...]
 NAME_REFUSAL = "the name must be letters, digits, '.', '_' or '-' (max 128); not exposed"
 KV_WINS = "the KV key with the same instance id is used instead"
@@ -66,6 +67,7 @@ class _Inputs:
     view: ServiceView | None
     names: Refusals  # refusals of catalog names whose key lands in this part
     fabio: Fabio = ()  # a split Fabio's configuration gives, or its refused lines
+    remote: tuple[ServiceView, ...] = ()  # the service in the datacenters to fail over to
 
     def same(
         self,
@@ -75,6 +77,7 @@ class _Inputs:
         view: ServiceView | None,
         names: object,
         fabio: object,
+        remote: tuple[ServiceView, ...],
     ) -> bool:
         """Whether these are the inputs again (objects by identity, the rest by value)."""
         return (
@@ -83,6 +86,8 @@ class _Inputs:
             and self.tags == tags
             and self.names == names
             and self.fabio == fabio
+            and len(self.remote) == len(remote)
+            and all(mine is theirs for mine, theirs in zip(self.remote, remote, strict=True))
         )
 
 
@@ -103,12 +108,15 @@ def compose(
     cache: ComposeCache | None = None,
     fabio: FabioRoutes | None = None,
     fabio_key: str = "",
+    remote: Mapping[str, tuple[ServiceView, ...]] | None = None,
+    faults: Refusals = (),
 ) -> Snapshot:
     """One whole snapshot, composed by part; with a `cache`, only the parts whose inputs changed
     since its last composition are made again (the result is the same).
 
     `services` are exposed services (`mapping.exposed`): their names are valid, ValueError
-    otherwise."""
+    otherwise; `remote` their views in the datacenters to fail over to, in order (their
+    instance keys name the datacenter); `faults` those datacenters' faults, in the part ""."""
     valid: list[tuple[str, tuple[str, ...]]] = []
     invalid: list[str] = []
     for service, tags in catalog.items():
@@ -117,6 +125,9 @@ def compose(
         else:
             valid.append((service, tuple(tags)))
     names = _name_refusals(kv, catalog, invalid)
+    if faults:
+        names[""] = (*names.get("", ()), *faults)
+    remote = remote or {}
     from_fabio = _fabio_parts(kv, fabio, fabio_key) if fabio is not None else {}
     earlier = cache.made if cache is not None else {}
     made: dict[str, tuple[_Inputs, Part | None]] = {}
@@ -126,13 +137,16 @@ def compose(
         view = services.get(service) if service is not None else None
         refused = names.get(name, ())
         extra = from_fabio.get(name, ())
+        elsewhere = remote.get(service, ()) if service is not None else ()
         known = earlier.get(name)
         if known is not None and known[0].same(
-            kv_part, tags=tags, view=view, names=refused, fabio=extra
+            kv_part, tags=tags, view=view, names=refused, fabio=extra, remote=elsewhere
         ):
             made[name] = known
             return
-        inputs = _Inputs(kv=kv_part, tags=tags, view=view, names=refused, fabio=extra)
+        inputs = _Inputs(
+            kv=kv_part, tags=tags, view=view, names=refused, fabio=extra, remote=elsewhere
+        )
         composed = _composed(service, inputs)
         if known is not None and known[1] is not None and known[1] == composed:
             composed = known[1]  # made again, and the same: the same object
@@ -140,7 +154,7 @@ def compose(
 
     for service, tags in valid:
         part(SERVICE_PREFIX + service, service, tags)
-    for service in services:
+    for service in (*services, *remote):
         if SERVICE_PREFIX + service not in made:
             if checks.NAME_RE.fullmatch(service) is None:
                 raise ValueError(f"not an exposed service: {shown(service)!r}")
@@ -219,15 +233,17 @@ def _composed(service: str | None, inputs: _Inputs) -> Part | None:
             rejected.append((key, item))
         else:
             entries.append((key, item))
-    if service is not None and inputs.view is not None:
+    views = ((inputs.view,) if inputs.view is not None else ()) + inputs.remote
+    if service is not None and views:
         owned = {key for key, _ in kv.raw}
-        rejected.extend(inputs.view.rejected)
-        for key, instance in inputs.view.entries:
-            if key in owned:
-                where = f"consul service {service} instance {instance.id}"
-                rejected.append((key, Rejection(where=where, message=KV_WINS)))
-            else:
-                entries.append((key, instance))
+        for view in views:
+            rejected.extend(view.rejected)
+            for key, instance in view.entries:
+                if key in owned:
+                    where = f"consul service {service} instance {instance.id}"
+                    rejected.append((key, Rejection(where=where, message=KV_WINS)))
+                else:
+                    entries.append((key, instance))
     if len(entries) == len(kv.entries) and len(rejected) == len(kv.rejected):
         return inputs.kv  # nothing but KV's part
     return Part(

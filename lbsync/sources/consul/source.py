@@ -71,8 +71,10 @@ class ConsulSource:
         self.resync = resync
         self.requests = RequestCounts()  # every request to Consul, by kind, for the metrics
         self._retry = retry
-        # one connection more for the blocking read of Fabio's key, when it is followed
-        pool = SOURCE_POOL + (config.fabio_config is not None)
+        # one connection more for the blocking read of Fabio's key, when it is followed, and
+        # three for each datacenter to fail over to (its two blocking queries and its reader)
+        failover = max(0, len(config.datacenters) - 1)
+        pool = SOURCE_POOL + (config.fabio_config is not None) + 3 * failover
         self._settings = Settings.from_config(config, pool=pool)
         self._watchers: Watchers | None = None
 
@@ -96,6 +98,7 @@ class ConsulSource:
                 retry=self._retry,
                 resync=self.resync,
                 fabio_key=self.config.fabio_config,
+                datacenters=self.config.datacenters,
             )
             self._watchers = watchers
             try:

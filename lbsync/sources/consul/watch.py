@@ -82,3 +82,27 @@ async def blocking_reads(read: Read[_T], retry: Retry) -> AsyncIterator[_T | Fau
             yield value
         if found < 1:
             await asyncio.sleep(ZERO_INDEX_PAUSE)
+
+
+async def follow_answers(
+    read: Read[_T],
+    apply: Callable[[_T], None],
+    *,
+    retry: Retry,
+    report: Callable[[Fault | None], None],
+    recovered: Callable[[], None],
+) -> None:
+    """Apply each new answer of a blocking query and report each fault (None once it reads
+    again); after a fault, `recovered` is called first: the agent may have restarted empty, or
+    another agent answers now, so what was read before may be gone."""
+    failing = False
+    async for item in blocking_reads(read, retry):
+        if isinstance(item, Fault):
+            failing = True
+            report(item)
+            continue
+        apply(item)
+        if failing:
+            failing = False
+            recovered()
+        report(None)
