@@ -177,3 +177,30 @@ async def test_with_many_services_the_dashboard_asks_only_for_the_servers_on_scr
         assert {"svc-0000", "svc-0199"} <= services
         assert "svc-0100" not in services  # never on screen, never asked
         assert not any(u.endswith("/v1/status") for u in asked)
+
+
+async def test_a_service_failed_over_shows_its_serving_datacenter_and_its_backups(
+    browser: Browser, tmp_path: Path
+) -> None:
+    source = MemorySource()
+    local = {"address": "10.0.0.5", "port": 80, "datacenter": "dc1"}
+    remote = {"address": "10.1.0.5", "port": 80, "datacenter": "dc2", "failover": 1}
+    values: dict[str, object] = {
+        "services/shop/route": {"hosts": [HOST]},
+        "services/shop/instances/web-1": local,
+        "services/shop/instances/dc2:web-1": remote,
+    }
+    source.push(values)
+    config = load(file_target_config(tmp_path), environ={})
+    async with running_daemon(config, sources=[source]) as daemon:
+        url = await api_url(daemon)
+        page = await browser.new_page(viewport={"width": 1366, "height": 768})
+        await page.goto(f"{url}/")
+        card = page.locator('[data-service="shop"]')
+        await card.locator('[data-serving="dc1"]').wait_for(timeout=10_000)
+        backup = card.locator('[data-instance="dc2:web-1"]')
+        await backup.wait_for(timeout=10_000)
+        assert "backup (dc2)" in await backup.inner_text()
+        source.push({**values, "services/shop/instances/web-1": {**local, "health": "critical"}})
+        await card.locator('[data-serving="dc2"]').wait_for(timeout=10_000)
+        assert "served from datacenter dc2" in await card.inner_text()

@@ -143,6 +143,37 @@ def test_the_terminal_table_shows_groups_instances_sources_and_the_last_apply() 
     assert not in_step(status_json(failed, now=T0))
 
 
+def test_the_status_says_which_datacenter_serves_and_marks_backups() -> None:
+    values: dict[str, object] = {
+        "services/shop/route": {"hosts": ["shop.example.com"]},
+        "services/shop/instances/web-1": {
+            "address": "10.0.0.5",
+            "port": 80,
+            "datacenter": "dc1",
+            "health": "critical",
+        },
+        "services/shop/instances/dc2:web-1": {
+            "address": "10.1.0.5",
+            "port": 80,
+            "datacenter": "dc2",
+            "failover": 1,
+        },
+    }
+    entries, rejected = parse_values(values, describe=str)
+    state = build(merge([Snapshot(source="test", entries=entries, rejected=rejected)]))
+    document = status_json(started().with_cycle(state, ()), now=T0 + 3)
+    service = document["services"][0]
+    assert service["serving_datacenter"] == "dc2"
+    assert [(s["datacenter"], s["backup"]) for s in service["servers"]] == [
+        ("dc2", True),
+        ("dc1", False),
+    ]
+    text = format_status(document, "http://127.0.0.1:9180")
+    assert "SERVICE shop  (shop.example.com /; no split; served from datacenter dc2)" in text
+    rows = [line.split() for line in text.splitlines()]
+    assert ["dc2:web-1", "10.1.0.5:80", "(default)", "passing", "256", "backup", "100.0%"] in rows
+
+
 def test_a_rollout_record_shows_only_its_known_fields_each_checked_for_type() -> None:
     record = {
         "phase": "running",
