@@ -35,7 +35,7 @@ class Tiered:
     backup server, and the datacenter(s) that serve."""
 
     shares: Shares
-    backup: list[bool]
+    backup: list[bool] | None  # None: no instance has a tier above 0
     serving_datacenter: str
 
 
@@ -43,9 +43,14 @@ def allocate_tiers(
     instances: tuple[Instance, ...], split: Split | None, mode: HealthMode = HealthMode.PASSING
 ) -> Tiered:
     """The servers' weights and shares, tier by tier (see the module doc)."""
-    if not any(instance.failover for instance in instances):
+    placed = False
+    for instance in instances:
+        if instance.failover:
+            break
+        placed = placed or bool(instance.datacenter)
+    else:  # one tier: the plain allocation (most services: the check costs one look each)
         shares = allocate_shares(instances, split, mode)
-        return Tiered(shares, [False] * len(instances), _serving(shares))
+        return Tiered(shares, None, _serving(shares) if placed else "")
     tiers: dict[int, list[int]] = {}
     for at, instance in enumerate(instances):
         tiers.setdefault(instance.failover, []).append(at)

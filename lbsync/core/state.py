@@ -8,6 +8,7 @@ can address the same server across renders.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -114,27 +115,23 @@ class DesiredState:
 def _service_state(spec: ServiceSpec, mode: HealthMode) -> ServiceState:
     tiered = allocate_tiers(spec.instances, spec.split, mode)
     shares = tiered.shares
+    backups = tiered.backup if tiered.backup is not None else itertools.repeat(False)
     servers = [
         ServerState(
             server_name(instance.id),
-            instance.id,
-            instance.address,
-            instance.port,
+            instance,
             instance.endpoint,
             group,
-            instance.health,
             eligible,
             weight,
             exact,
             achieved,
-            instance.tags,
-            instance.meta,
-            instance.weight,
-            instance.datacenter,
             backup,
         )
         for (instance, group, eligible, exact, weight, achieved), backup in zip(
-            shares.rows(), tiered.backup, strict=True
+            shares.rows(),
+            backups,
+            strict=False,  # `repeat` has no end
         )
     ]
     servers.sort(key=_by_name)
