@@ -137,6 +137,8 @@ def _datacenters(reader: Reader) -> tuple[str, ...]:
             "(the first of datacenters is the local one)"
         )
     names = reader.argv("datacenters", ())
+    if not names:
+        raise ConfigError(f"{reader.name('datacenters')}: name the local datacenter at least")
     for name in names:
         if DATACENTER_RE.fullmatch(name) is None:
             raise ConfigError(

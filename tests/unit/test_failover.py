@@ -191,6 +191,7 @@ def test_the_datacenters_setting_names_the_local_one_first(tmp_path: Path) -> No
     assert source.datacenters == ("dc1", "dc2") and source.datacenter == "dc1"
     for text, says in (
         ('datacenters = ["dc1", "dc1"]', "named twice"),
+        ("datacenters = []", "at least"),
         ('datacenters = ["dc 1"]', "not a datacenter name"),
         ('datacenter = "dc1"\ndatacenters = ["dc1", "dc2"]', "not both"),
     ):
