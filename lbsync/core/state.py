@@ -48,6 +48,11 @@ class ServiceState:
     serving_datacenter: str = ""  # where its traffic goes, when its instances say
 
     @property
+    def failed_over(self) -> bool:
+        """Whether backup servers (another datacenter's) receive its traffic now."""
+        return any(server.backup and server.serving for server in self.servers)
+
+    @property
     def has_backups(self) -> bool:
         """Whether some servers are backups (`core.failover`): the proxy then uses all of
         them together once no other server is usable."""

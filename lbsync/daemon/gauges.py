@@ -48,10 +48,15 @@ UNSERVED = Family(
     "lbsync_service_unserved_percent",
     "Share of a service's requests the proxy answers with 503 (no eligible instance).",
 )
+FAILED_OVER = Family(
+    "lbsync_service_failed_over",
+    "1 while a service with another datacenter's backups is served by them, else 0; only "
+    "services with backups ([source.consul] datacenters).",
+)
 REJECTED = Family(
     "lbsync_rejected_entries", "Entries refused in the desired state (contract, conflicts)."
 )
-FAMILIES = (*GROUP_FAMILIES, UNSERVED)
+FAMILIES = (*GROUP_FAMILIES, UNSERVED, FAILED_OVER)
 
 
 def _label(value: str) -> str:
@@ -82,7 +87,16 @@ def service_lines(service: ServiceState) -> tuple[bytes, ...]:
         ):
             lines.append(_line(family.name, labels, value))
     unserved = _line(UNSERVED.name, service_label, service.unserved)
-    return (*("".join(lines).encode() for lines in per_family), unserved.encode())
+    failed_over = (
+        _line(FAILED_OVER.name, service_label, float(service.failed_over))
+        if service.has_backups
+        else ""
+    )
+    return (
+        *("".join(lines).encode() for lines in per_family),
+        unserved.encode(),
+        failed_over.encode(),
+    )
 
 
 def exposition(lines: Sequence[tuple[bytes, ...]], rejected: int) -> tuple[bytes, ...]:

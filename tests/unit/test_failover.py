@@ -14,6 +14,7 @@ from support.desired import at, rendered, state_of
 from lbsync.config import Config, ConfigError, load
 from lbsync.core.failover import allocate_tiers
 from lbsync.core.weights import allocate_shares
+from lbsync.daemon.gauges import state_exposition
 from lbsync.model.checks import ContractError
 from lbsync.model.contract import parse_instance
 from lbsync.model.values import Health, Instance, Rejection, Split
@@ -248,3 +249,12 @@ def test_the_state_says_which_datacenter_serves(tmp_path: Path) -> None:
     }
     shop = state_of(down).service("shop")
     assert shop is not None and shop.serving_datacenter == "dc2"
+
+
+def test_metrics_say_whether_a_service_with_backups_is_failed_over() -> None:
+    plain = {k: v for k, v in FAILOVER.items() if "dc2" not in k}
+    assert b"lbsync_service_failed_over{" not in state_exposition(state_of(plain))
+    text = state_exposition(state_of(FAILOVER))
+    assert b'lbsync_service_failed_over{service="shop"} 0.0\n' in text
+    down = {**FAILOVER, "services/shop/instances/blue-1": at(9101, health="critical")}
+    assert b'lbsync_service_failed_over{service="shop"} 1.0\n' in state_exposition(state_of(down))
