@@ -303,6 +303,14 @@ _FABIO_REFUSED: Final = {
     "proto=tcp": "lbsync routes HTTP, not TCP",
     "proto=grpc": "lbsync does not proxy gRPC",
     "proto=grpcs": "lbsync does not proxy gRPC",
+    "host": "the instances receive the client's Host header",
+    "register": "lbsync registers nothing in Consul",
+    "auth": "lbsync has no authentication schemes",
+    "allow": "lbsync has no access rules",
+    "deny": "lbsync has no access rules",
+    "prepend": "a path is only stripped, never prepended",
+    "pxyproto": "lbsync routes HTTP, not TCP",
+    "weight": "a fixed share is a split (lbsync/services/<svc>/split)",
 }
 
 
@@ -334,10 +342,12 @@ def fabio_options(tag: str, options: Sequence[str]) -> dict[str, object]:
                 raise ContractError(f"tag {tag!r}: redirect must be redirect=<code>,<url>")
             fields["redirect"] = {"code": int(code), "to": url[0]}
         else:
-            reason = f" ({_FABIO_REFUSED[option]})" if option in _FABIO_REFUSED else ""
+            named = option if option in _FABIO_REFUSED else name
+            reason = _FABIO_REFUSED.get(named)
             raise ContractError(
-                f"tag {tag!r}: the option {option if reason else name!r} is not carried out "
-                f"by lbsync{reason}; the route is not exposed (docs/consul.md, Fabio's tags)"
+                f"tag {tag!r}: the option {named!r} is not carried out by lbsync"
+                + (f" ({reason})" if reason else "")
+                + "; the route is not exposed (docs/consul.md, Fabio's tags)"
             )
     if skip_verify and fields.get("upstream") == "https":
         fields["tls_verify"] = False
