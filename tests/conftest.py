@@ -86,12 +86,17 @@ def _require(binary: str) -> None:
 
 @pytest.fixture
 def backends() -> Iterator[Callable[..., Backends]]:
-    """Start named backends (`statuses` makes some answer with an error status); all are
-    stopped at the end of the test."""
+    """Start named backends (`statuses` makes some answer with an error status, `tls` some
+    serve TLS with a PEM); all are stopped at the end of the test."""
     started: list[Backends] = []
 
-    def start(names: list[str], statuses: dict[str, int] | None = None) -> Backends:
-        group = Backends.start(names, statuses)
+    def start(
+        names: list[str],
+        statuses: dict[str, int] | None = None,
+        *,
+        tls: dict[str, Path] | None = None,
+    ) -> Backends:
+        group = Backends.start(names, statuses, tls=tls)
         started.append(group)
         return group
 

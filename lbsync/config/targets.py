@@ -53,6 +53,8 @@ DEFAULT_VARS: Final[dict[TargetKind, dict[str, Any]]] = {
         "proxy_connect_timeout": "5s",
         "proxy_read_timeout": "60s",
         "upstream_keepalive": 32,
+        # the CAs an https upstream's certificate is verified against (Debian's bundle)
+        "upstream_ca_file": "/etc/ssl/certs/ca-certificates.crt",
     },
     TargetKind.GENERIC: {},
 }

@@ -75,9 +75,18 @@ class ServiceState:
         return sticky.cookie if sticky is not None else None
 
     @property
+    def redirects(self) -> bool:
+        """Whether the route answers every request with a redirect: no request reaches an
+        instance, so the service is exposed whether or not it has any."""
+        return self.route is not None and self.route.redirect is not None
+
+    @property
     def pin(self) -> Pin | None:
-        """The split's pinning (a header and/or cookie naming a group), if any."""
-        return self.split.pin if self.split is not None else None
+        """The split's pinning (a header and/or cookie naming a group), if any; none for a
+        route that redirects (no request reaches a group)."""
+        if self.split is None or self.redirects:
+            return None
+        return self.split.pin
 
     @property
     def routes_by_group(self) -> bool:

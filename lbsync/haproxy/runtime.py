@@ -8,9 +8,11 @@ commands (measured: about 0.1 ms per forwarded command; a line of several thousa
 can stall the master), sent over one connection kept open in prompt mode (`MasterSession`).
 
 Answers are not trusted as proof: after sending, `show servers state` of the touched backends
-is compared with the rendered file (`check`). A server that was asked to leave but still has
-requests in flight stays in maintenance ("lingering": it receives nothing new) and is deleted
-by a later cycle, or dropped by the next reload.
+is compared with the rendered file (`check`): weight, state, address, and whether the server
+speaks TLS (`srv_use_ssl`; `add server` takes the file's `ssl verify ...` words as they are).
+A server that was asked to leave but still has requests in flight stays in maintenance
+("lingering": it receives nothing new) and is deleted by a later cycle, or dropped by the next
+reload.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class ServerReading:
     port: str
     admin: int
     weight: int
+    use_ssl: bool | None = None  # None: the answer has no `srv_use_ssl` column
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ def parse_servers_state(text: str) -> dict[ServerKey, ServerReading]:
                 port=fields[columns["srv_port"]],
                 admin=int(fields[columns["srv_admin_state"]]),
                 weight=int(fields[columns["srv_uweight"]]),
+                use_ssl=fields[columns["srv_use_ssl"]] == "1" if "srv_use_ssl" in columns else None,
             )
         except (KeyError, ValueError):
             continue
@@ -156,6 +160,9 @@ def _server_problem(backend: str, line: ServerLine, seen: ServerReading | None) 
         return f"{where} has weight {seen.weight}, the file {line.weight}"
     if seen.admin & (FORCED_MAINTENANCE | FORCED_DRAIN):
         return f"{where} is in maintenance or drain (admin state {seen.admin})"
+    if seen.use_ssl is not None and seen.use_ssl != ("ssl" in line.tokens[1:]):
+        said = "speaks" if seen.use_ssl else "does not speak"
+        return f"{where} {said} TLS, unlike the file's server line"
     endpoint = _literal_endpoint(line.address)
     if endpoint is not None:
         address = _literal_endpoint(f"{seen.address}:{seen.port}")

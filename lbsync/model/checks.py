@@ -35,6 +35,14 @@ MAX_INSTANCE_WEIGHT: Final = 65535
 # default: `underscores_in_headers`, `ignore_invalid_headers`); cookie names add `_` and `.`.
 HEADER_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 COOKIE_NAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+# A redirect's target, printed bare into an HAProxy or nginx directive: an http(s) URL of RFC
+# 3986 characters without `#`, `$`, `'`, `(`, `)`, `*`, `;` or brackets outside an IPv6 host,
+# every `%` starting an escape; `$path` may end it (the request's path and query).
+MAX_REDIRECT_URL: Final = 1024
+REDIRECT_URL_RE: Final = re.compile(
+    r"https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+    r"(?:[/?](?:[A-Za-z0-9._~:/?@!&+,=-]|%[0-9A-Fa-f]{2})*)?(?:\$path)?"
+)
 
 
 class ContractError(ValueError):
@@ -164,6 +172,21 @@ def path(value: object, what: str = "path") -> str:
     """A URL path prefix: starts with `/`, URL-safe characters only."""
     return _fullmatch(
         PATH_RE, value, what, shape="a URL path starting with '/' (no spaces or quotes)"
+    )
+
+
+def redirect_url(value: object, what: str = "redirect URL") -> str:
+    """Where a redirect sends a request: an absolute http(s) URL (`REDIRECT_URL_RE`), at most
+    `MAX_REDIRECT_URL` characters."""
+    text = _require_str(value, what)
+    if len(text) > MAX_REDIRECT_URL:
+        raise CheckError(f"{what} is longer than {MAX_REDIRECT_URL} characters")
+    return _fullmatch(
+        REDIRECT_URL_RE,
+        text,
+        what,
+        shape="an http:// or https:// URL without spaces, quotes, '#', '$' (but a final "
+        "'$path'), parentheses, '*' or ';', every '%' followed by two hex digits",
     )
 
 

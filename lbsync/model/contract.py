@@ -47,11 +47,13 @@ from lbsync.model.values import (
     Instance,
     OnEmpty,
     Pin,
+    Redirect,
     Rejection,
     Route,
     Setting,
     Split,
     Sticky,
+    Upstream,
 )
 
 MAX_GROUPS = 32
@@ -60,7 +62,12 @@ MAX_TAGS = 64
 MAX_META = 64
 MIN_CHECK_INTERVAL_MS = 100
 MAX_CHECK_INTERVAL_MS = 3_600_000
-ROUTE_FIELDS = frozenset(("hosts", "path", "balance", "check", "sticky"))
+ROUTE_FIELDS = frozenset(
+    ("hosts", "path", "balance", "check", "sticky", "strip", "redirect", "upstream", "tls_verify")
+)
+REDIRECT_FIELDS = frozenset(("code", "to"))
+# the redirect codes both HAProxy's `http-request redirect` and nginx's `return` answer with
+REDIRECT_CODES = (301, 302, 303, 307, 308)
 CHECK_FIELDS = frozenset(("path", "interval_ms"))
 STICKY_FIELDS = frozenset(("cookie",))
 SPLIT_FIELDS = frozenset(("by", "groups", "on_empty", "pin"))
@@ -88,7 +95,7 @@ def _list(value: object, what: str, limit: int) -> list[Any]:
     return value
 
 
-_Choice = TypeVar("_Choice", Balance, OnEmpty, Health)
+_Choice = TypeVar("_Choice", Balance, OnEmpty, Health, Upstream)
 
 
 def _enum(kind: type[_Choice], value: object, what: str) -> _Choice:
@@ -103,7 +110,8 @@ def _enum(kind: type[_Choice], value: object, what: str) -> _Choice:
 
 def parse_route(service: str, value: object) -> Route:
     """A route: hosts, path prefix, balance algorithm, an optional active check and an optional
-    sticky cookie."""
+    sticky cookie; what reaches the instances (`strip`, `upstream`, `tls_verify`), or a
+    `redirect` that answers instead of them."""
     data = _object(value, "route", ROUTE_FIELDS)
     hosts = tuple(
         sorted(
@@ -133,9 +141,80 @@ def parse_route(service: str, value: object) -> Route:
         if "cookie" not in sticky_data:
             raise ContractError('sticky needs a cookie name: {"cookie": "NAME"}')
         sticky = Sticky(cookie=checks.cookie_name(sticky_data["cookie"], "sticky.cookie"))
+    strip = None if data.get("strip") is None else _strip(data["strip"], path)
+    upstream = _enum(Upstream, data.get("upstream", Upstream.HTTP.value), "upstream")
+    tls_verify = _tls_verify(data.get("tls_verify"), upstream)
+    redirect = None
+    if data.get("redirect") is not None:
+        redirect = _redirect(data["redirect"])
+        beside = [name for name in ("strip", "check", "sticky") if data.get(name) is not None]
+        beside += ["upstream"] if upstream is not Upstream.HTTP else []
+        beside += ["tls_verify"] if data.get("tls_verify") is not None else []
+        if beside:
+            raise ContractError(
+                f"redirect answers every request itself, so {beside[0]} has nothing to act on: "
+                "a route either redirects or forwards"
+            )
     return Route(
-        service=service, hosts=hosts, path=path, balance=balance, check=check, sticky=sticky
+        service=service,
+        hosts=hosts,
+        path=path,
+        balance=balance,
+        check=check,
+        sticky=sticky,
+        strip=strip,
+        redirect=redirect,
+        upstream=upstream,
+        tls_verify=tls_verify,
     )
+
+
+def _strip(value: object, path: str) -> str:
+    """The path prefix removed before a request is forwarded: whole segments at the start of
+    the route's path (`/api` of `/api` or `/api/v1`), never `/`, and without `%` (nginx
+    matches decoded paths, HAProxy raw ones: an escape would strip in one and not the other)."""
+    strip = checks.path(value, "strip").rstrip("/")
+    if not strip:
+        raise ContractError("strip must be a path prefix other than '/'")
+    if "%" in strip:
+        raise ContractError(f"strip must not hold '%' escapes, got {strip!r}")
+    if path != strip and not path.startswith(strip + "/"):
+        raise ContractError(
+            f"strip {strip!r} must be the route's path {path!r} or whole segments at its start"
+        )
+    return strip
+
+
+def _tls_verify(value: object, upstream: Upstream) -> bool:
+    """Whether an https upstream's certificate is verified (default yes); only for https."""
+    if value is None:
+        return True
+    if not isinstance(value, bool):
+        raise ContractError(f"tls_verify must be true or false, got {value!r}")
+    if upstream is not Upstream.HTTPS:
+        raise ContractError('tls_verify applies to "upstream": "https" only')
+    return value
+
+
+def _redirect(value: object) -> Redirect:
+    """`{"code": 301, "to": URL}`; a `/` before a final `$path` is dropped (as Fabio does),
+    and `$path` brings the request's query along, so the URL may not have one of its own."""
+    data = _object(value, "redirect", REDIRECT_FIELDS)
+    if "code" not in data or "to" not in data:
+        raise ContractError('redirect needs a code and a URL: {"code": 301, "to": "https://..."}')
+    code = data["code"]
+    if type(code) is not int or code not in REDIRECT_CODES:
+        codes = ", ".join(map(str, REDIRECT_CODES))
+        raise ContractError(f"redirect.code must be one of {codes}, got {code!r}")
+    to = checks.redirect_url(data["to"], "redirect.to")
+    redirect = Redirect(
+        code=code, to=to.removesuffix("/$path") + "$path" if to.endswith("/$path") else to
+    )
+    if redirect.keeps_path and "?" in redirect.base:
+        raise ContractError(
+            "redirect.to with $path must not hold a query: the request's own query follows $path"
+        )
+    return redirect
 
 
 def _pin(value: object) -> Pin:

@@ -100,9 +100,41 @@ class Sticky:
     cookie: str
 
 
+class Upstream(StrEnum):
+    """The protocol the proxy speaks to a route's instances."""
+
+    HTTP = "http"
+    HTTPS = "https"
+
+
+REDIRECT_PATH: Final = "$path"
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """A route that answers every request with a redirect instead of forwarding it (Fabio's
+    `redirect=<code>,<url>`). `to` ends in `$path` when the request's path and query are kept:
+    `https://example.com$path` sends `/a?b=1` to `https://example.com/a?b=1`."""
+
+    code: int
+    to: str
+
+    @property
+    def keeps_path(self) -> bool:
+        """Whether the request's path and query are appended to `base`."""
+        return self.to.endswith(REDIRECT_PATH)
+
+    @property
+    def base(self) -> str:
+        """The URL without its trailing `$path`: what every redirect starts with."""
+        return self.to.removesuffix(REDIRECT_PATH)
+
+
 @dataclass(frozen=True)
 class Route:
-    """How a service is exposed: which hosts and path prefix reach it, and how it balances."""
+    """How a service is exposed: which hosts and path prefix reach it, how it balances, and
+    what reaches its instances (the path with `strip` removed, over `upstream`), unless it
+    answers with a `redirect`."""
 
     service: str
     hosts: tuple[str, ...] = ()
@@ -110,6 +142,10 @@ class Route:
     balance: Balance = Balance.ROUNDROBIN
     check: HealthCheck | None = None
     sticky: Sticky | None = None
+    strip: str | None = None
+    redirect: Redirect | None = None
+    upstream: Upstream = Upstream.HTTP
+    tls_verify: bool = True
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,11 @@ The template context is a versioned interface (see docs/templates.md); version 1
 `http_rules` (HAProxy rule order), `virtual_hosts` (nginx server blocks), `settings` (decoded
 JSON), `kv` (raw keys: `get`, `ls`), `vars` (the target's free variables), `rejected`, and
 `lbsync` (versions). Version 2 adds, on each service, what sticky clients and pinned requests
-need: `sticky_cookie`, `pin`, `routes_by_group`, `group_servers` and `draw`.
+need: `sticky_cookie`, `pin`, `routes_by_group`, `group_servers` and `draw`. Version 3 adds
+what reaches the instances and what answers instead of them: on routes `strip`, `upstream`,
+`tls_verify` and `redirect` (`.code`, `.to`, `.base`, `.keeps_path`), on services `redirects`;
+and failover between datacenters: on services `serving_datacenter`, `has_backups` and
+`failed_over`, on servers `datacenter`, `backup` and `serving`.
 """
 
 from __future__ import annotations
@@ -31,14 +35,16 @@ from lbsync.model.values import (
     HealthCheck,
     OnEmpty,
     Pin,
+    Redirect,
     Rejection,
     Route,
     Setting,
     Split,
     Sticky,
+    Upstream,
 )
 
-CONTEXT_VERSION = 2
+CONTEXT_VERSION = 3
 
 
 class RenderError(Exception):
@@ -205,6 +211,7 @@ _CONTEXT_VALUES: frozenset[type] = frozenset(
     {ServiceState, ServerState, GroupShare, HttpRule, Location, VirtualHost}
     | {GroupServers, DrawStep}
     | {Route, HealthCheck, Split, Setting, Rejection, Balance, OnEmpty, Health, Sticky, Pin}
+    | {Redirect, Upstream}
 )
 
 

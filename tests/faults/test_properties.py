@@ -416,8 +416,39 @@ catalog_routes = st.fixed_dictionaries(
                 "interval_ms": st.integers(100, 3_600_000),
             }
         ),
+        "strip": st.just(True),  # the route's own path (`forwarding`)
+        "upstream": st.sampled_from(["http", "https"]),
+        "tls_verify": st.booleans(),
     },
+).map(lambda route: forwarding(route)) | st.fixed_dictionaries(
+    {
+        "hosts": st.lists(hosts, max_size=64),
+        "path": st.from_regex(checks.PATH_RE, fullmatch=True),
+        "redirect": st.fixed_dictionaries(
+            {
+                "code": st.sampled_from([301, 302, 303, 307, 308]),
+                "to": st.from_regex(checks.REDIRECT_URL_RE, fullmatch=True).filter(
+                    lambda url: (
+                        len(url) <= checks.MAX_REDIRECT_URL
+                        and not (url.endswith("$path") and "?" in url)
+                    )
+                ),
+            }
+        ),
+    }
 )
+
+
+def forwarding(route: dict[str, Any]) -> dict[str, Any]:
+    """A route whose `strip` is its path (left out where no strip can be: `/`, a `%`), and
+    `tls_verify` only beside an https upstream."""
+    if route.pop("strip", None) and route["path"].rstrip("/") and "%" not in route["path"]:
+        route["strip"] = route["path"]
+    if route.get("upstream") != "https":
+        route.pop("tls_verify", None)
+    return route
+
+
 catalog_instances = st.fixed_dictionaries(
     {
         # a host name must resolve when nginx loads the file (docs/operations.md): the only

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from support.consul import ConsulAgent, running_agent
+from support.etcd import make_tls_files
 from support.processes import Backends, HAProxy
 from support.site import Site, running_daemon, until_live
-from support.traffic import shares, tally
+from support.traffic import fetch, shares, tally
 
 HOST = "shop.example.com"
 BLUE_GREEN = {"blue": ["blue-1", "blue-2"], "green": ["green-1"]}
@@ -201,3 +202,68 @@ async def test_consuls_own_variables_alone_reach_an_acl_protected_agent(
         refused = await render(argv, environ)
         assert refused.returncode != 0
         assert "Consul ACL" in refused.stderr, refused.stderr
+
+
+def tls_pem(directory: Path) -> Path:
+    """A certificate for 127.0.0.1 and its key in one PEM, signed by a CA of the test's own:
+    no system CA verifies it."""
+    files = make_tls_files(directory)
+    pem = directory / "backend.pem"
+    pem.write_text(files.server_cert.read_text() + files.server_key.read_text())
+    return pem
+
+
+async def test_fabios_strip_redirect_and_https_options_are_carried_out_through_haproxy(
+    haproxy_site: tuple[Site, HAProxy],
+    backends: Callable[..., Backends],
+    agent: ConsulAgent,
+    tmp_path: Path,
+) -> None:
+    site, proxy = haproxy_site
+    pem = tls_pem(tmp_path / "tls")
+    secure = ["secure-1", "secure-2", "strict-1"]
+    ports = backends(["api-1", *secure], tls=dict.fromkeys(secure, pem)).ports
+    await agent.register("api", "api-1", ports["api-1"], "urlprefix-/api strip=/api")
+    await agent.register(
+        "moved",
+        "moved-1",
+        ports["api-1"],
+        "urlprefix-old.example.com/ redirect=301,https://new.example.com$path",
+    )
+    skip_verify = "urlprefix-/secure proto=https tlsskipverify=true"
+    await agent.register("secure", "secure-1", ports["secure-1"], skip_verify)
+    await agent.register("strict", "strict-1", ports["strict-1"], "urlprefix-/strict proto=https")
+    site.write_config(source=consul_toml(agent))
+    result = site.lbsync("once")
+    assert "pending" in result.stderr, result.stderr
+    text = site.dest.read_text()
+    assert "ssl verify none" in text and "ssl verify required ca-file @system-ca" in text
+    proxy.start()
+
+    status, headers, body = await fetch(site.port, "any.example.org", "/api/v1/items?page=2")
+    assert (status, body) == (200, "api-1"), (status, body)
+    assert headers["x-request-target"] == "/v1/items?page=2"
+    assert headers["x-got-prefix"] == "/api"
+    status, headers, _ = await fetch(site.port, "any.example.org", "/api")
+    assert (status, headers["x-request-target"]) == (200, "/")
+
+    status, headers, _ = await fetch(site.port, "old.example.com", "/a/b?c=1")
+    assert (status, headers["location"]) == (301, "https://new.example.com/a/b?c=1")
+
+    status, _, body = await fetch(site.port, "any.example.org", "/secure/x")
+    assert (status, body) == (200, "secure-1")
+    status, _, body = await fetch(site.port, "any.example.org", "/strict/x")
+    assert status == 503, body  # the certificate is not signed by any system CA
+
+    async with running_daemon(site.config()) as daemon:
+        await daemon.wait_for(lambda status: status.ready, 15)
+        workers = proxy.worker_pids()
+        # a redirect needs no instance: it answers while its only one is critical
+        await agent.set_check("moved-1", "critical")
+        await agent.register("secure", "secure-2", ports["secure-2"], skip_verify)
+        await until_live(daemon, site.dest, lambda text: weight(text, "secure-2") is not None)
+        answers = [(await fetch(site.port, "any.example.org", "/secure/x"))[2] for _ in range(20)]
+        assert proxy.worker_pids() == workers  # joined at runtime: `add server ... ssl`
+        status, headers, _ = await fetch(site.port, "old.example.com", "/")
+        assert (status, headers["location"]) == (301, "https://new.example.com/")
+    assert sorted(set(answers)) == ["secure-1", "secure-2"], answers

@@ -42,15 +42,17 @@ class Backends:
         statuses: dict[str, int] | None = None,
         *,
         delays_ms: dict[str, int] | None = None,
+        tls: dict[str, Path] | None = None,
     ) -> Backends:
         """`statuses`: the status some answer with (else 200); `delays_ms`: how long some take
-        to answer each request."""
+        to answer each request; `tls`: the PEM (certificate and key) some serve TLS with."""
         ports = {name: free_port() for name in names}
-        statuses, delays_ms = statuses or {}, delays_ms or {}
+        statuses, delays_ms, tls = statuses or {}, delays_ms or {}, tls or {}
         process = subprocess.Popen(
             [sys.executable, str(SUPPORT / "backend_server.py")]
             + [
                 f"{name}={port}:{statuses.get(name, 200)}:{delays_ms.get(name, 0)}"
+                + (f":{tls[name]}" if name in tls else "")
                 for name, port in ports.items()
             ],
             stdout=subprocess.PIPE,

@@ -93,3 +93,15 @@ async def visit(
             writer.close()
 
     await asyncio.gather(*(connection() for _ in range(connections)))
+
+
+async def fetch(port: int, host: str, target: str = "/") -> tuple[int, dict[str, str], str]:
+    """One GET of `target` with this Host header on a connection of its own: the status, the
+    headers (names in lower case, the last of a repeat) and the body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        request = f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        status, headers, body = await exchange_headers(reader, writer, request.encode())
+    finally:
+        writer.close()
+    return status, dict(headers), body

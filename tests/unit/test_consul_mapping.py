@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from lbsync.kv.consul import Unavailable
 from lbsync.model.checks import ContractError
-from lbsync.model.values import Health, HealthCheck, Instance, Rejection, Route
+from lbsync.model.values import Health, HealthCheck, Instance, Redirect, Rejection, Route, Upstream
 from lbsync.sources.consul.mapping import (
     KVView,
     exposed,
@@ -434,10 +435,94 @@ def test_fabios_urlprefix_tags_are_routes() -> None:
 
 
 @pytest.mark.parametrize(
+    ("tags", "fields"),
+    [
+        (["urlprefix-/api strip=/api"], {"path": "/api", "strip": "/api"}),
+        (["urlprefix-/api/v1 strip=/api proto=http"], {"path": "/api/v1", "strip": "/api"}),
+        (
+            ["urlprefix-/ redirect=301,https://example.com$path"],
+            {"redirect": Redirect(301, "https://example.com$path")},
+        ),
+        (  # Fabio drops the `/` before `$path`
+            ["urlprefix-old.example.com/ redirect=308,https://new.example.com/$path"],
+            {
+                "hosts": ("old.example.com",),
+                "redirect": Redirect(308, "https://new.example.com$path"),
+            },
+        ),
+        (
+            ["urlprefix-/x redirect=302,https://example.com/welcome"],
+            {"path": "/x", "redirect": Redirect(302, "https://example.com/welcome")},
+        ),
+        (["urlprefix-/x proto=https"], {"path": "/x", "upstream": Upstream.HTTPS}),
+        (
+            ["urlprefix-/x proto=https tlsskipverify=true"],
+            {"path": "/x", "upstream": Upstream.HTTPS, "tls_verify": False},
+        ),
+        (
+            ["urlprefix-/x tlsskipverify=false proto=https"],
+            {"path": "/x", "upstream": Upstream.HTTPS, "tls_verify": True},
+        ),
+        # without proto=https Fabio ignores tlsskipverify, and so does lbsync
+        (["urlprefix-/x tlsskipverify=true"], {"path": "/x"}),
+        (
+            ["urlprefix-a.example.com/x proto=https", "urlprefix-b.example.com/x proto=https"],
+            {"hosts": ("a.example.com", "b.example.com"), "path": "/x", "upstream": Upstream.HTTPS},
+        ),
+    ],
+)
+def test_fabios_strip_redirect_and_https_options_are_route_fields(
+    tags: list[str], fields: dict[str, Any]
+) -> None:
+    assert tag_route("shop", tags) == replace(Route(service="shop"), **fields)
+
+
+@pytest.mark.parametrize(
     ("tag", "message"),
     [
-        ("urlprefix-/api strip=/api", "the option 'strip' is not carried out by lbsync"),
-        ("urlprefix-:3306 proto=tcp", "the option 'proto' is not carried out"),
+        (
+            "urlprefix-:3306 proto=tcp",
+            "the option 'proto=tcp' is not carried out by lbsync (lbsync routes HTTP, not TCP)",
+        ),
+        (
+            "urlprefix-/x proto=grpc",
+            "the option 'proto=grpc' is not carried out by lbsync (lbsync does not proxy gRPC)",
+        ),
+        ("urlprefix-/x proto=grpcs", "'proto=grpcs' is not carried out"),
+        ("urlprefix-/x proto=udp", "the option 'proto' is not carried out by lbsync;"),
+        ("urlprefix-/x colour=blue", "the option 'colour' is not carried out by lbsync;"),
+        (
+            "urlprefix-/x host=dst",
+            "'host' is not carried out by lbsync (the instances receive the client's Host header)",
+        ),
+        (
+            "urlprefix-/x register=www",
+            "'register' is not carried out by lbsync (lbsync registers nothing",
+        ),
+        (
+            "urlprefix-/x auth=basic",
+            "'auth' is not carried out by lbsync (lbsync has no authentication",
+        ),
+        ("urlprefix-/x prepend=/v2", "the option 'prepend' is not carried out"),
+        ("urlprefix-/x allow=ip:10.0.0.0/8", "the option 'allow' is not carried out"),
+        ("urlprefix-/x weight=0.5", "the option 'weight' is not carried out"),
+        ("urlprefix-/x tlsskipverify=yes", "tlsskipverify must be true or false"),
+        ("urlprefix-/x strip=/y", "strip '/y' must be the route's path '/x' or whole segments"),
+        ("urlprefix-/api strip=/ap", "strip '/ap' must be the route's path"),
+        ("urlprefix-/x strip=/", "strip must be a path prefix other than '/'"),
+        ("urlprefix-/x redirect=301", "redirect must be redirect=<code>,<url>"),
+        ("urlprefix-/x redirect=abc,https://x.com", "redirect must be redirect=<code>,<url>"),
+        ("urlprefix-/x redirect=300,https://x.com", "redirect.code must be one of 301, 302"),
+        ("urlprefix-/x redirect=301,/relative", "redirect.to must be an http:// or https:// URL"),
+        ("urlprefix-/x redirect=301,https://x.com/a'b", "redirect.to must be an http"),
+        (
+            "urlprefix-/x strip=/x redirect=301,https://x.com",
+            "redirect answers every request itself, so strip has nothing to act on",
+        ),
+        (
+            "urlprefix-/x proto=https redirect=301,https://x.com",
+            "so upstream has nothing to act on",
+        ),
         ("urlprefix-:3306", "a port in the prefix"),
         ("urlprefix-shop.example.com:8443/", "a port in the prefix"),
         ("urlprefix-", "names no host and no path"),
@@ -445,5 +530,11 @@ def test_fabios_urlprefix_tags_are_routes() -> None:
     ],
 )
 def test_a_fabio_tag_lbsync_cannot_carry_out_is_refused_by_name(tag: str, message: str) -> None:
-    with pytest.raises(ContractError, match=re.escape(message)):
+    with pytest.raises(ContractError, match=re.escape(message)) as refused:
         tag_route("shop", [tag])
+    assert repr(tag) in str(refused.value) or tag == "urlprefix-"
+
+
+def test_route_tags_that_disagree_on_their_options_are_refused() -> None:
+    with pytest.raises(ContractError, match="route tags disagree on their options"):
+        tag_route("shop", ["urlprefix-a.example.com/x strip=/x", "urlprefix-b.example.com/x"])

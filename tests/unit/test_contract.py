@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -14,11 +15,13 @@ from lbsync.model.values import (
     Instance,
     OnEmpty,
     Pin,
+    Redirect,
     Rejection,
     Route,
     Setting,
     Split,
     Sticky,
+    Upstream,
 )
 
 ROUTE = "services/shop/route"
@@ -53,6 +56,35 @@ def test_a_route_is_parsed_with_hosts_normalised_and_the_path_without_its_traili
 
 def test_a_route_has_defaults_for_every_field() -> None:
     assert parse_entry(ROUTE, {}) == Route(service="shop", hosts=(), path="/", check=None)
+
+
+def test_a_route_may_strip_its_prefix_and_reach_https_instances() -> None:
+    value = {"path": "/api/v1/", "strip": "/api/", "upstream": "https", "tls_verify": False}
+    assert parse_entry(ROUTE, value) == Route(
+        service="shop", path="/api/v1", strip="/api", upstream=Upstream.HTTPS, tls_verify=False
+    )
+    whole = parse_entry(ROUTE, {"path": "/v1.2", "strip": "/v1.2", "upstream": "https"})
+    assert whole == Route(service="shop", path="/v1.2", strip="/v1.2", upstream=Upstream.HTTPS)
+
+
+IPV6_URL = "http://[::1]:8080/a?b=1&c=%20"
+
+
+@pytest.mark.parametrize(
+    ("to", "expected", "base", "keeps_path"),
+    [
+        ("https://example.com$path", "https://example.com$path", "https://example.com", True),
+        ("https://example.com/$path", "https://example.com$path", "https://example.com", True),
+        ("https://x.com/new/$path", "https://x.com/new$path", "https://x.com/new", True),
+        ("http://[::1]:8080/a?b=1&c=%20", "http://[::1]:8080/a?b=1&c=%20", IPV6_URL, False),
+    ],
+)
+def test_a_route_may_answer_with_a_redirect_that_keeps_the_request_path(
+    to: str, expected: str, base: str, keeps_path: bool
+) -> None:
+    route = parse_entry(ROUTE, {"hosts": ["old.example.com"], "redirect": {"code": 308, "to": to}})
+    assert isinstance(route, Route) and route.redirect == Redirect(code=308, to=expected)
+    assert (route.redirect.base, route.redirect.keeps_path) == (base, keeps_path)
 
 
 def test_a_split_keeps_its_groups_in_key_order() -> None:
@@ -212,6 +244,63 @@ BAD_VALUES = [
     case("settings", 1, "a setting needs a name", id="setting without name"),
     case("settings/a//b", 1, "a setting needs a name", id="setting with empty part"),
 ]  # fmt: skip
+
+
+def moved(to: str = "https://x.com", code: object = 301, **beside: object) -> dict[str, object]:
+    """A route that redirects, with other route fields beside."""
+    return {"redirect": {"code": code, "to": to}, **beside}
+
+
+BAD_ROUTE_OPTIONS = [
+    case(
+        {"path": "/api", "strip": "/ap"}, "strip '/ap' must be the route's path", id="mid-segment"
+    ),
+    case({"path": "/api", "strip": "/web"}, "strip '/web' must be", id="strip elsewhere"),
+    case(
+        {"path": "/api", "strip": "/"}, "strip must be a path prefix other than '/'", id="strip /"
+    ),
+    case({"path": "/a%20b", "strip": "/a%20b"}, "strip must not hold '%'", id="strip %"),
+    case({"path": "/api", "strip": "api"}, "strip must be a URL path", id="strip no slash"),
+    case({"path": "/api", "strip": "/api\n"}, "strip must be a URL path", id="strip LF"),
+    case({"path": "/a", "strip": "/a;b"}, "strip must be a URL path", id="strip ;"),
+    case({"upstream": "tcp"}, "upstream must be one of http, https", id="upstream tcp"),
+    case({"upstream": "https", "tls_verify": "no"}, "tls_verify must be true or", id="verify str"),
+    case({"tls_verify": False}, 'tls_verify applies to "upstream": "https"', id="verify http"),
+    case({"redirect": "https://x.com"}, "redirect must be a JSON object", id="redirect str"),
+    case({"redirect": {"code": 301}}, "redirect needs a code and a URL", id="redirect no to"),
+    case({"redirect": {"to": "https://x.com", "code": 301, "keep": 1}}, "redirect has unknown"),
+    case(moved(code=300), "redirect.code must be one of 301, 302, 303, 307, 308", id="code 300"),
+    case(moved(code="301"), "redirect.code must be one of", id="code str"),
+    case(moved(code=301.0), "redirect.code must be one of", id="code float"),
+    case(moved(code=True), "redirect.code must be one of", id="code true"),
+    case(moved("/elsewhere"), "redirect.to must be an http", id="relative"),
+    case(moved("https://x.com/a b"), "redirect.to must be", id="space"),
+    case(moved("https://x.com/\nlisten 1"), "redirect.to must be", id="LF"),
+    case(moved('https://x.com/"'), "redirect.to must be", id="double quote"),
+    case(moved("https://x.com/'"), "redirect.to must be", id="quote"),
+    case(moved("https://x.com/a;b"), "redirect.to must be", id=";"),
+    case(moved("https://x.com/#top"), "redirect.to must be", id="#"),
+    case(moved("https://x.com/{a}"), "redirect.to must be", id="brace"),
+    case(moved("https://x.com/a\\b"), "redirect.to must be", id="backslash"),
+    case(moved("https://x.com/$host"), "redirect.to must be", id="$host"),
+    case(moved("https://x.com$path/x"), "redirect.to must be", id="$path inside"),
+    case(moved("https://x.com/%2"), "redirect.to must be", id="bad escape"),
+    case(moved("https://x.com/" + "a" * 1024), "longer than 1024", id="long"),
+    case(moved("https://x.com/?a=1$path"), "must not hold a query", id="query and $path"),
+    case(moved(check={}), "so check has nothing to act on", id="redirect and check"),
+    case(moved(sticky={"cookie": "a"}), "so sticky has nothing", id="redirect and sticky"),
+    case(moved(upstream="https"), "so upstream has nothing", id="redirect and https"),
+    case(moved(strip="/"), "strip must be a path prefix", id="redirect and strip /"),
+    case(moved(path="/a", strip="/a"), "so strip has nothing", id="redirect and strip"),
+]
+
+
+@pytest.mark.parametrize(("value", "named"), BAD_ROUTE_OPTIONS)
+def test_a_bad_strip_upstream_or_redirect_is_refused_naming_the_field(
+    value: object, named: str
+) -> None:
+    with pytest.raises(ContractError, match=re.escape(named)):
+        parse_entry(ROUTE, value)
 
 
 @pytest.mark.parametrize(("key", "value", "named"), BAD_VALUES)

@@ -320,3 +320,43 @@ def test_a_server_joining_a_pinned_service_is_added_to_its_split_and_group_backe
     added = {(op.backend, op.server) for op in patch.operations if isinstance(op, AddServer)}
     assert added == {("svc-03", "svc-03-9"), ("svc-03:pin:canary", "svc-03-9")}
     assert patch.content == world.whole(after)
+
+
+@pytest.mark.parametrize(
+    ("route", "words"),
+    [
+        ({"upstream": "https"}, ("ssl", "verify", "required", "ca-file", "@system-ca")),
+        ({"upstream": "https", "tls_verify": False}, ("ssl", "verify", "none")),
+    ],
+)
+def test_a_server_joining_an_https_service_is_added_with_its_files_tls_words(
+    tmp_path: Path, route: dict[str, object], words: tuple[str, ...]
+) -> None:
+    world = shipped(tmp_path)
+    values = catalog_values()
+    values["services/svc-02/route"] = {"hosts": ["svc-02.example.com"], **route}
+    basis = world.state(values)
+    joined = {**values, "services/svc-02/instances/svc-02-9": {"address": "10.0.2.99", "port": 443}}
+    state = world.state(joined)
+    patch = world.patch(basis, state)
+    assert isinstance(patch, fastlane.Patch), patch
+    (added,) = [op for op in patch.operations if isinstance(op, AddServer)]
+    assert added.server == "svc-02-9" and added.arguments[-len(words) :] == words
+    assert patch.content == world.whole(state)
+
+
+def test_an_instance_joining_a_service_that_redirects_changes_nothing_in_the_file(
+    tmp_path: Path,
+) -> None:
+    world = shipped(tmp_path)
+    values = catalog_values()
+    values["services/svc-02/route"] = {
+        "hosts": ["svc-02.example.com"],
+        "redirect": {"code": 301, "to": "https://example.com$path"},
+    }
+    basis = world.state(values)
+    joined = {**values, "services/svc-02/instances/svc-02-9": {"address": "10.0.2.99", "port": 80}}
+    state = world.state(joined)
+    assert world.whole(basis) == world.whole(state)
+    patch = world.patch(basis, state)
+    assert isinstance(patch, fastlane.NotFast) and "no server line changed" in patch.reason

@@ -104,8 +104,22 @@ def test_each_operation_becomes_its_runtime_api_commands() -> None:
 
 def test_show_servers_state_is_read_by_column_name() -> None:
     seen = parse_servers_state(STATE + STATE.replace(" a ", " d "))
-    assert seen[("shop", "a")] == ServerReading("shop", "a", "10.0.0.1", "80", 0, 3)
+    assert seen[("shop", "a")] == ServerReading("shop", "a", "10.0.0.1", "80", 0, 3, False)
     assert set(seen) == {("shop", "a"), ("shop", "b"), ("shop", "d")}
+
+
+def test_a_server_that_speaks_tls_unlike_its_file_line_is_a_problem() -> None:
+    with_tls = layout.parse(TEXT.replace("weight 3", "weight 3 ssl verify none"))
+    assert check(with_tls.backends[:1], parse_servers_state(STATE)).problems == (
+        "shop/a does not speak TLS, unlike the file's server line",
+    )
+    speaking = STATE.replace(" - 80 - 0 0 - - 0\n3 shop 2", " - 80 - 1 0 - - 0\n3 shop 2")
+    assert check(with_tls.backends[:1], parse_servers_state(speaking)).problems == ()
+    assert check(layout.parse(TEXT).backends[:1], parse_servers_state(speaking)).problems == (
+        "shop/a speaks TLS, unlike the file's server line",
+    )
+    unreported = "\n".join(line.rsplit(" ", 5)[0] for line in STATE.splitlines())
+    assert parse_servers_state(unreported)[("shop", "a")].use_ssl is None
 
 
 def test_check_accepts_the_servers_the_file_describes() -> None:

@@ -271,7 +271,7 @@ def test_templates_read_settings_kv_vars_and_the_context_version(tmp_path: Path)
     out = render(
         build(merge([snapshot])), load_template(template_file(tmp_path, text)), {"port": 81}
     )
-    assert out == "platform 10 hi motd,x 81 v2\n"
+    assert out == "platform 10 hi motd,x 81 v3\n"
 
 
 # --- shipped templates, text level ---
@@ -322,3 +322,19 @@ def test_ipv6_servers_are_rendered_in_brackets(tmp_path: Path) -> None:
     state = state_of({**route("web"), "services/web/instances/w-1": {"address": "::1", "port": 81}})
     assert "    server w-1 [::1]:81 weight 256\n" in rendered(state, "haproxy", tmp_path)
     assert "        server [::1]:81 weight=256;\n" in rendered(state, "nginx", tmp_path)
+
+
+def test_a_route_that_redirects_is_exposed_without_instances_and_pins_no_group() -> None:
+    state = state_of(
+        {
+            "services/moved/route": {"redirect": {"code": 301, "to": "https://x.example$path"}},
+            "services/moved/split": {"groups": {"canary": 5}, "pin": {"header": "X-Canary"}},
+            "services/api/route": {"path": "/api"},
+            "services/api/split": {"groups": {"canary": 5}, "pin": {"header": "X-Canary"}},
+        }
+    )
+    moved, api = state.service("moved"), state.service("api")
+    assert moved is not None and api is not None
+    assert moved.exposed and moved.redirects and not moved.servers
+    assert moved.pin is None and not moved.routes_by_group
+    assert not api.redirects and api.pin is not None and api.routes_by_group

@@ -207,6 +207,12 @@ def route_json(route: Route) -> JSON:
         "balance": route.balance.value,
         "check": None if check is None else {"path": check.path, "interval_ms": check.interval_ms},
         "sticky": None if route.sticky is None else {"cookie": route.sticky.cookie},
+        "strip": route.strip,
+        "upstream": route.upstream.value,
+        "tls_verify": route.tls_verify,
+        "redirect": None
+        if route.redirect is None
+        else {"code": route.redirect.code, "to": route.redirect.to},
     }
 
 

@@ -16,7 +16,9 @@ Everything goes through `parse_instance`, so a catalog value is checked exactly 
 an address with a newline is refused and named, never rendered.
 
 Routes come from KV (`services/<svc>/route`) or from instance tags `lbsync.route=<host><path>`
-(`lbsync.route=/api` means any host); a KV route key, even a refused one, wins over tags.
+(`lbsync.route=/api` means any host) or Fabio's `urlprefix-<host><path> [option ...]` (its
+`strip=`, `redirect=`, `proto=https` and `tlsskipverify=` options are route fields; any other
+option is refused by name); a KV route key, even a refused one, wins over tags.
 
 The KV prefix is held by part (`values.part_of`, `model.held`): Consul answers the whole prefix
 on every change, and only the part of the key that changed is made again. `parts.py` composes
@@ -312,43 +314,96 @@ def asks_for_route(tags: Iterable[str]) -> bool:
     return any(tag.startswith((ROUTE_TAG, URLPREFIX_TAG)) for tag in tags)
 
 
-def _route_target(tag: str) -> str | None:
-    """The `<host><path>` a route tag names (None for another tag); ContractError for a Fabio
-    tag with an option lbsync does not carry out."""
+# Fabio's options that lbsync refuses, with the reason (any other unknown option is refused too)
+_FABIO_REFUSED: Final = {
+    "proto=tcp": "lbsync routes HTTP, not TCP",
+    "proto=grpc": "lbsync does not proxy gRPC",
+    "proto=grpcs": "lbsync does not proxy gRPC",
+    "host": "the instances receive the client's Host header",
+    "register": "lbsync registers nothing in Consul",
+    "auth": "lbsync has no authentication schemes",
+    "allow": "lbsync has no access rules",
+    "deny": "lbsync has no access rules",
+    "prepend": "a path is only stripped, never prepended",
+    "pxyproto": "lbsync routes HTTP, not TCP",
+    "weight": "a fixed share is a split (lbsync/services/<svc>/split)",
+}
+
+
+def fabio_options(tag: str, options: Sequence[str]) -> dict[str, object]:
+    """The route fields (KV contract) that a Fabio tag's options ask for; ContractError naming
+    the first option lbsync does not carry out.
+
+    `proto=http` is the default; `proto=https` is `upstream` https, and `tlsskipverify=true`
+    beside it `tls_verify` false (without `proto=https` Fabio ignores it, and so does lbsync);
+    `strip=<prefix>` is `strip`; `redirect=<code>,<url>` is `redirect` (the URL's `$path` is
+    the request's path). Each value is then checked as the KV contract checks it."""
+    fields: dict[str, object] = {}
+    skip_verify = False
+    for option in options:
+        name, equals, value = option.partition("=")
+        if option in FABIO_DEFAULT_OPTIONS:
+            continue
+        if option == "proto=https":
+            fields["upstream"] = "https"
+        elif name == "tlsskipverify":
+            if value not in ("true", "false"):
+                raise ContractError(f"tag {tag!r}: tlsskipverify must be true or false")
+            skip_verify = value == "true"
+        elif name == "strip" and equals:
+            fields["strip"] = value
+        elif name == "redirect" and equals:
+            code, *url = value.split(",")
+            if len(url) != 1 or not (code.isascii() and code.isdigit()):
+                raise ContractError(f"tag {tag!r}: redirect must be redirect=<code>,<url>")
+            fields["redirect"] = {"code": int(code), "to": url[0]}
+        else:
+            named = option if option in _FABIO_REFUSED else name
+            reason = _FABIO_REFUSED.get(named)
+            raise ContractError(
+                f"tag {tag!r}: the option {named!r} is not carried out by lbsync"
+                + (f" ({reason})" if reason else "")
+                + "; the route is not exposed (docs/consul.md, Fabio's tags)"
+            )
+    if skip_verify and fields.get("upstream") == "https":
+        fields["tls_verify"] = False
+    return fields
+
+
+def _route_target(tag: str) -> tuple[str, dict[str, object]] | None:
+    """The `<host><path>` a route tag names and the route fields its options ask for (None
+    for another tag); ContractError for a Fabio tag with an option lbsync does not carry out."""
     if tag.startswith(ROUTE_TAG):
-        return tag[len(ROUTE_TAG) :]
+        return tag[len(ROUTE_TAG) :], {}
     if not tag.startswith(URLPREFIX_TAG):
         return None
     words = tag[len(URLPREFIX_TAG) :].split()
     if not words:
-        return ""
+        return "", {}
     target, *options = words
-    unsupported = [option for option in options if option not in FABIO_DEFAULT_OPTIONS]
-    if unsupported:
-        raise ContractError(
-            f"tag {tag!r}: the option {unsupported[0].split('=')[0]!r} is not carried out by "
-            "lbsync; the route is not exposed (docs/consul.md, Fabio's tags)"
-        )
+    fields = fabio_options(tag, options)
     if target.startswith(":") or ":" in target.partition("/")[0]:
         raise ContractError(f"tag {tag!r}: a port in the prefix (a TCP route) is not routed")
-    return target
+    return target, fields
 
 
 def tag_route(service: str, tags: Iterable[str]) -> Route | None:
-    """The route that `lbsync.route=<host><path>` tags, or Fabio's `urlprefix-<host><path>`,
-    ask for; None without such a tag.
+    """The route that `lbsync.route=<host><path>` tags, or Fabio's `urlprefix-<host><path>`
+    with its options, ask for; None without such a tag.
 
     Several tags add hosts; a tag without a host (`lbsync.route=/api`, `urlprefix-/api`) means
-    any host, so it drops the host list; tags that disagree on the path are refused (a route
-    has one path).
+    any host, so it drops the host list; tags that disagree on the path or on the options are
+    refused (a route has one path and one way to reach its instances).
     """
     hosts: set[str] = set()
     any_host = False
     paths: set[str] = set()
+    asked: dict[str, tuple[str, dict[str, object]]] = {}
     for tag in tags:
-        target = _route_target(tag)
-        if target is None:
+        found = _route_target(tag)
+        if found is None:
             continue
+        target, fields = found
         if not target:  # an unset template variable, not a wish to catch every host and path
             raise ContractError(f"tag {tag!r} names no host and no path")
         host, slash, path = target.partition("/")
@@ -357,14 +412,21 @@ def tag_route(service: str, tags: Iterable[str]) -> Route | None:
         else:
             any_host = True
         paths.add(checks.path(slash + path if slash else "/", f"path in tag {tag!r}").rstrip("/"))
+        asked.setdefault(repr(sorted(fields.items())), (tag, fields))
     if not paths:
         return None
     if len(paths) > 1:
         listed = ", ".join(sorted(path or "/" for path in paths))
         raise ContractError(f"route tags disagree on the path ({listed})")
-    return parse_route(
-        service, {"hosts": [] if any_host else sorted(hosts), "path": paths.pop() or "/"}
-    )
+    if len(asked) > 1:
+        listed = ", ".join(sorted(repr(tag) for tag, _ in asked.values()))
+        raise ContractError(f"route tags disagree on their options ({listed})")
+    tag, fields = next(iter(asked.values()))
+    route = {"hosts": [] if any_host else sorted(hosts), "path": paths.pop() or "/"}
+    try:
+        return parse_route(service, route | fields)
+    except ContractError as error:
+        raise ContractError(f"tag {tag!r}: {error}") from error
 
 
 def exposed(view: KVView, catalog: Mapping[str, Sequence[str]]) -> frozenset[str]:
