@@ -226,7 +226,7 @@ def test_a_splitter_lbsync_cannot_carry_out_is_refused_by_name(
 
 RESOLVER_REFUSALS = [
     ({"Redirect": {"Service": "web", "Datacenter": "dc2"}}, "Redirect: it sends"),
-    ({"Failover": {"*": {"Datacenters": ["dc2"]}}}, "Failover: failover to other services"),
+    ({"Failover": {"*": {"Datacenters": ["dc2"]}}}, "Failover: a resolver's failover"),
     ({"LoadBalancer": {"Policy": "maglev"}}, "LoadBalancer: the balancing policy"),
     ({"PrioritizeByLocality": {"Mode": "failover"}}, "PrioritizeByLocality"),
     ({"Partition": "team"}, "Partition 'team' is not default"),

@@ -62,8 +62,9 @@ NOT_CARRIED_OUT: Final = {
     "RequestHeaders": "header changes are not carried out",
     "ResponseHeaders": "header changes are not carried out",
     "Redirect": "it sends the service's traffic elsewhere, which lbsync does not carry out",
-    "Failover": "failover to other services or datacenters is not carried out (lbsync hands an "
-    "empty group's share to the other groups: on_empty)",
+    "Failover": "a resolver's failover is not carried out (lbsync fails over between "
+    "datacenters by [source.consul] datacenters, and hands an empty group's share to the "
+    "other groups: on_empty)",
     "LoadBalancer": "the balancing policy is the route's (`balance`) in lbsync",
     "PrioritizeByLocality": "locality is not carried out",
 }
