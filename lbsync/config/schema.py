@@ -123,6 +123,7 @@ class ConsulSourceConfig:
     fabio_config: str | None = None  # Fabio's KV key of manual overrides (`route weight` lines)
     # the local datacenter, then those whose instances serve when it has none, in order
     datacenters: tuple[str, ...] = ()
+    config_entries: bool = False  # splits from service-splitter and service-resolver entries
 
 
 SourceConfig = FileSourceConfig | EtcdSourceConfig | ConsulSourceConfig

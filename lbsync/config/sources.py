@@ -99,7 +99,7 @@ def consul_source(reader: Reader) -> ConsulSourceConfig:
     """`[source.consul]`."""
     reader.check_known(
         {"addresses", "address", "prefix", "token", "token_file", "datacenter", "wait"}
-        | {"fabio_config", "datacenters"}
+        | {"fabio_config", "datacenters", "config_entries"}
         | TLS_SETTINGS
     )
     if "address" in reader.table and "addresses" in reader.table:
@@ -124,6 +124,7 @@ def consul_source(reader: Reader) -> ConsulSourceConfig:
         tls=tls_files(reader),
         wait=wait,
         fabio_config=_kv_key(reader, "fabio_config"),
+        config_entries=reader.flag("config_entries", False),
     )
 
 

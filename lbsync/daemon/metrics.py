@@ -140,7 +140,7 @@ class _RequestCollector(Collector):
         sent = CounterMetricFamily(
             "lbsync_source_requests",
             "Requests a source sent to its store, by kind (Consul: kv, catalog, health-state, "
-            "health-service, token; etcd: range, watch, txn, put, ...).",
+            "health-service, token, config; etcd: range, watch, txn, put, ...).",
             labels=["source", "kind"],
         )
         for source, counts in self._counts():

@@ -22,6 +22,8 @@ into `ACLDisabled`, which is all the ACL checks need. Around it, and why:
   and every other tool on the host shares them. The blocking queries ask for `stale` answers
   (any server may answer them, not only the leader); the reads they trigger do not, so a read
   is never older than the change that asked for it. docs/architecture.md has the figures.
+  Following Fabio's key, or the splitter and resolver config entries, adds one blocking query
+  each (`ConsulSource` sizes the pool).
 - Every request is counted by kind in the `RequestCounts` the agents were given.
 - Failover: on a transport error (refused, reset, timeout) the next address becomes current
   for every watcher; Raft indexes are cluster-wide, so watchers carry on from theirs (an index
@@ -446,6 +448,36 @@ class Agents:
         if not isinstance(checks, list) or not all(isinstance(item, dict) for item in checks):
             raise Unavailable(f"Consul at {self.address}: unexpected health state answer")
         return _index(found), checks
+
+    async def config_entries(self, kind: str, index: int) -> tuple[int, list[dict[str, Any]]]:
+        """`/v1/config/<kind>` (blocking when index > 0, stale): every config entry of that
+        kind. Each kind blocks on its own: a write of another kind does not wake it (seen on
+        Consul 1.8.7), although the index is the one of every kind."""
+
+        def request(client: Any) -> Awaitable[tuple[object, object]]:
+            params: list[tuple[str, object]] = list(STALE)
+            if index:
+                params += [("index", index), ("wait", self.settings.wait_text)]
+            if client.dc:
+                params.append(("dc", client.dc))
+            return client.http.get(  # type: ignore[no-any-return]
+                CB.json(index=True),
+                f"/v1/config/{kind}",
+                params=params,
+                headers=client.prepare_headers(None),
+            )
+
+        found, entries = await self._call(
+            f"the {kind} config entries",
+            request,
+            kind="config",
+            blocking=index > 0,
+            needs=CATALOG_NEEDS,
+        )
+        entries = [] if entries is None else entries  # none of that kind
+        if not isinstance(entries, list) or not all(isinstance(item, dict) for item in entries):
+            raise Unavailable(f"Consul at {self.address}: unexpected {kind} answer")
+        return _index(found), entries
 
 
 def _in(what: str, dc: str | None) -> str:

@@ -20,11 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.consul import ConsulAgent, consul_binary, following
 from support.etcd import EtcdServer
 from support.sockets import established_to
+from support.waiting import async_wait_until
 
 from lbsync.config import ConsulSourceConfig, EtcdSourceConfig
 from lbsync.daemon.metrics import Metrics
 from lbsync.daemon.status import Status
-from lbsync.model.values import Health, Instance, Snapshot
+from lbsync.model.values import Health, Instance, Snapshot, Split
 from lbsync.sources.consul import ConsulSource
 from lbsync.sources.etcd import EtcdSource
 
@@ -301,3 +302,57 @@ async def test_changes_the_health_state_cannot_show_still_reach_the_snapshot(
                 "svc-4-0 at its node's new address",
             )
             assert len(all_instances(moved)) == 11
+
+
+def split_of(snapshot: Snapshot, service: str) -> tuple[str, tuple[tuple[str, float], ...]] | None:
+    """(by, groups) of a service's split in a usable snapshot."""
+    found = dict(snapshot.entries).get(f"services/{service}/split")
+    return (found.by, found.groups) if isinstance(found, Split) and snapshot.usable else None
+
+
+async def test_config_entries_take_two_connections_more_and_each_kind_wakes_only_its_own(
+    tmp_path: Path,
+) -> None:
+    with agent_running(tmp_path / "consul") as agent:
+        await agent.call(
+            "PUT", "/v1/config", {"Kind": "service-defaults", "Name": "shop", "Protocol": "http"}
+        )
+        subsets = {v: {"Filter": f"Service.Meta.version == {v}"} for v in ("v1", "v2")}
+        await agent.call(
+            "PUT", "/v1/config", {"Kind": "service-resolver", "Name": "shop", "Subsets": subsets}
+        )
+
+        async def split(weights: dict[str, float]) -> None:
+            splits = [{"Weight": w, "ServiceSubset": s} for s, w in weights.items()]
+            await agent.call(
+                "PUT", "/v1/config", {"Kind": "service-splitter", "Name": "shop", "Splits": splits}
+            )
+
+        await split({"v1": 80, "v2": 20})
+        config = ConsulSourceConfig(addresses=(agent.address,), wait=30.0, config_entries=True)
+        source = ConsulSource(config)
+        peak = Peak(agent.ports["http"])
+        async with following(source) as snapshots:
+            await next_where(
+                snapshots,
+                peak,
+                lambda s: split_of(s, "shop") == ("meta:version", (("v1", 80.0), ("v2", 20.0))),
+                "the splitter's 80/20",
+            )
+            await split({"v1": 50, "v2": 50})
+            await next_where(
+                snapshots,
+                peak,
+                lambda s: split_of(s, "shop") == ("meta:version", (("v1", 50.0), ("v2", 50.0))),
+                "the splitter's 50/50",
+            )
+
+            async def held() -> bool:  # the six queries' connections, once all are sent
+                peak.value = max(peak.value, established_to(agent.ports["http"]))
+                return peak.value == MAX_CONNECTIONS + 2
+
+            await async_wait_until(held, 10, "six connections")
+        assert peak.value == MAX_CONNECTIONS + 2
+        # one read and one blocking query per kind, and the splitter's again after its write:
+        # the resolver's query slept through it (waits are 30 s)
+        assert dict(source.requests.items())["config"] == 5

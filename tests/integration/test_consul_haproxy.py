@@ -173,6 +173,70 @@ async def test_fabios_route_weight_lines_split_the_traffic_and_a_bad_line_is_nam
         assert abs(measured["green"] - 50) <= 3, measured
 
 
+VERSIONS = {"v1": ["v1-1", "v1-2"], "v2": ["v2-1"]}
+BY_VERSION = {
+    "v1": {"Filter": "Service.Meta.version == v1"},
+    "v2": {"Filter": 'Service.Meta.version == "v2"'},
+}
+
+
+async def write_entry(agent: ConsulAgent, entry: dict[str, object]) -> None:
+    """`PUT /v1/config`, as `consul config write` sends it (Consul checks the chain)."""
+    assert await agent.call("PUT", "/v1/config", entry) is True
+
+
+async def split_by_entries(agent: ConsulAgent, service: str, weights: dict[str, float]) -> None:
+    splits = [{"Weight": share, "ServiceSubset": subset} for subset, share in weights.items()]
+    await write_entry(agent, {"Kind": "service-splitter", "Name": service, "Splits": splits})
+
+
+async def test_a_service_splitter_with_its_resolvers_subsets_splits_the_traffic(
+    haproxy_site: tuple[Site, HAProxy],
+    backends: Callable[[list[str]], Backends],
+    agent: ConsulAgent,
+) -> None:
+    site, proxy = haproxy_site
+    ports = backends(["v1-1", "v1-2", "v2-1", "api-1", "api-2"]).ports
+    for name in ("v1-1", "v1-2", "v2-1"):
+        meta = {"version": name.split("-")[0]}
+        await agent.register("shop", name, ports[name], f"urlprefix-{HOST}/", meta=meta)
+    for name in ("api-1", "api-2"):
+        await agent.register("api", name, ports[name], "urlprefix-/api", meta={"version": name})
+    for service in ("shop", "api"):  # a splitter needs an L7 protocol (Consul refuses tcp)
+        await write_entry(agent, {"Kind": "service-defaults", "Name": service, "Protocol": "http"})
+    await write_entry(agent, {"Kind": "service-resolver", "Name": "shop", "Subsets": BY_VERSION})
+    await split_by_entries(agent, "shop", {"v1": 80, "v2": 20})
+    odd = {"a": {"Filter": "Service.Meta.version != api-2"}, "b": {"Filter": "Service.ID == b"}}
+    await write_entry(agent, {"Kind": "service-resolver", "Name": "api", "Subsets": odd})
+    await split_by_entries(agent, "api", {"a": 50, "b": 50})  # Consul takes any filter
+    site.write_config(source=consul_toml(agent) + "config_entries = true\n")
+    result = site.lbsync("once")
+    assert "consul config service-resolver/api: subset a: the Filter" in result.stderr
+    proxy.start()
+    measured = shares(await tally(site.port, HOST, 2000), VERSIONS)
+    assert abs(measured["v1"] - 80) <= 3 and abs(measured["v2"] - 20) <= 3, measured
+
+    async with running_daemon(site.config()) as daemon:
+        status = await daemon.wait_for(lambda status: status.ready, 15)
+        assert status.state is not None
+        refused = [str(rejection) for rejection in status.state.rejected]
+        assert any(text.startswith("consul config service-resolver/api") for text in refused)
+        await split_by_entries(agent, "shop", {"v1": 50, "v2": 50})
+        await until_live(daemon, site.dest, lambda text: weight(text, "v2-1") == 256)
+        measured = shares(await tally(site.port, HOST, 2000), VERSIONS)
+        assert abs(measured["v2"] - 50) <= 3, measured
+
+        split = {"by": "meta:version", "groups": {"v1": 90, "v2": 10}}
+        await agent.kv_put("lbsync/services/shop/split", split)  # KV's split wins
+        await until_live(daemon, site.dest, lambda text: weight(text, "v1-1") == 256)
+        measured = shares(await tally(site.port, HOST, 2000), VERSIONS)
+        assert abs(measured["v2"] - 10) <= 3, measured
+        await split_by_entries(agent, "shop", {"v1": 20, "v2": 80})
+        await agent.kv_delete("lbsync/services/shop/split")  # the splitter's again, as it is now
+        await until_live(daemon, site.dest, lambda text: weight(text, "v1-1") == 32)
+        assert weight(site.dest.read_text(), "v2-1") == 256
+
+
 async def render(argv: list[str], environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`lbsync render` in a process of its own with exactly this environment."""
     return await asyncio.to_thread(

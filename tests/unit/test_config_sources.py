@@ -116,6 +116,12 @@ def test_a_consul_source_has_defaults_and_reads_consuls_own_token_variable(
     assert consul.addresses == ("http://127.0.0.1:8500",)
     assert (consul.prefix, consul.wait, consul.datacenter) == ("lbsync/", 30.0, None)
     assert consul.token == "from-consul-env"
+    assert (consul.fabio_config, consul.config_entries) == (None, False)
+
+
+def test_config_entries_are_followed_only_when_asked_for(tmp_path: Path) -> None:
+    config = load_text(tmp_path, "[source.consul]\nconfig_entries = true\n")
+    assert config.consul_source is not None and config.consul_source.config_entries is True
 
 
 def test_a_consul_token_file_wins_over_consuls_variable(tmp_path: Path) -> None:
@@ -154,8 +160,18 @@ def test_addresses_without_a_scheme_or_port_are_plain_http_with_the_stores_port(
             "source.consul.key_file: key_file needs cert_file",
         ),
         ('[source.consul]\ntokne = "x"\n', "source.consul.tokne: unknown setting"),
+        (
+            '[source.consul]\nconfig_entries = "yes"\n',
+            "source.consul.config_entries: must be true or false",
+        ),
     ],
-    ids=["address of another scheme", "wait too long", "key without cert", "misspelt setting"],
+    ids=[
+        "address of another scheme",
+        "wait too long",
+        "key without cert",
+        "misspelt setting",
+        "config entries not a boolean",
+    ],
 )
 def test_a_bad_consul_setting_is_named(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:

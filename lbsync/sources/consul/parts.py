@@ -12,6 +12,9 @@ What the snapshot holds (the same as composed whole):
   name outside the contract's charset that asks for a route is refused at `services/<name>`;
 - every exposed service's instances and refusals, except that an instance whose key KV holds
   (even refused) gives way to the KV key, and the clash is reported.
+- the splits (or refusals) that Fabio's lines give services without a KV split key, then those
+  Consul's splitter config entries give services that neither gives one (`_fabio_parts`,
+  `_entry_parts`), in the part of the split key.
 
 Refusals with the same key keep that order: KV's, the tags', the names', the instances'.
 
@@ -41,6 +44,7 @@ from lbsync.model.contract import parse_split
 from lbsync.model.keys import route_key, split_key
 from lbsync.model.text import shown
 from lbsync.model.values import SERVICE_PREFIX, Entry, Part, Rejection, Snapshot, Split, part_of
+from lbsync.sources.consul.entries import SPLITTER, EntrySplits, Refusal
 from lbsync.sources.consul.fabio import FabioRoutes
 from lbsync.sources.consul.mapping import (
     KVView,
@@ -53,6 +57,7 @@ from lbsync.sources.consul.mapping import (
 
 FABIO_REFUSED = "fabio-config/line-"  # the key of a refused line of Fabio's configuration
 DATACENTER_FAULT = "consul-datacenter/"  # the key of a fault in a datacenter to fail over to
+ENTRY_REFUSED = "consul-config/"  # the key of a refused config entry whose name is no service's
 Fabio = tuple[tuple[str, Split | Rejection], ...]
 NAME_REFUSAL = "the name must be letters, digits, '.', '_' or '-' (max 128); not exposed"
 KV_WINS = "the KV key with the same instance id is used instead"
@@ -68,6 +73,7 @@ class _Inputs:
     names: Refusals  # refusals of catalog names whose key lands in this part
     fabio: Fabio = ()  # a split Fabio's configuration gives, or its refused lines
     remote: tuple[ServiceView, ...] = ()  # the service in the datacenters to fail over to
+    entries: Fabio = ()  # a split Consul's config entries give, or their refusals
 
     def same(
         self,
@@ -78,6 +84,7 @@ class _Inputs:
         names: object,
         fabio: object,
         remote: tuple[ServiceView, ...],
+        entries: object = (),
     ) -> bool:
         """Whether these are the inputs again (objects by identity, the rest by value)."""
         return (
@@ -88,6 +95,7 @@ class _Inputs:
             and self.fabio == fabio
             and len(self.remote) == len(remote)
             and all(mine is theirs for mine, theirs in zip(self.remote, remote, strict=True))
+            and self.entries == entries
         )
 
 
@@ -110,6 +118,7 @@ def compose(
     fabio_key: str = "",
     remote: Mapping[str, tuple[ServiceView, ...]] | None = None,
     faults: Refusals = (),
+    entries: EntrySplits | None = None,
 ) -> Snapshot:
     """One whole snapshot, composed by part; with a `cache`, only the parts whose inputs changed
     since its last composition are made again (the result is the same).
@@ -129,6 +138,7 @@ def compose(
         names[""] = (*names.get("", ()), *faults)
     remote = remote or {}
     from_fabio = _fabio_parts(kv, fabio, fabio_key) if fabio is not None else {}
+    from_entries = _entry_parts(kv, entries, fabio) if entries is not None else {}
     earlier = cache.made if cache is not None else {}
     made: dict[str, tuple[_Inputs, Part | None]] = {}
 
@@ -138,14 +148,27 @@ def compose(
         refused = names.get(name, ())
         extra = from_fabio.get(name, ())
         elsewhere = remote.get(service, ()) if service is not None else ()
+        split = from_entries.get(name, ())
         known = earlier.get(name)
         if known is not None and known[0].same(
-            kv_part, tags=tags, view=view, names=refused, fabio=extra, remote=elsewhere
+            kv_part,
+            tags=tags,
+            view=view,
+            names=refused,
+            fabio=extra,
+            remote=elsewhere,
+            entries=split,
         ):
             made[name] = known
             return
         inputs = _Inputs(
-            kv=kv_part, tags=tags, view=view, names=refused, fabio=extra, remote=elsewhere
+            kv=kv_part,
+            tags=tags,
+            view=view,
+            names=refused,
+            fabio=extra,
+            remote=elsewhere,
+            entries=split,
         )
         composed = _composed(service, inputs)
         if known is not None and known[1] is not None and known[1] == composed:
@@ -159,7 +182,7 @@ def compose(
             if checks.NAME_RE.fullmatch(service) is None:
                 raise ValueError(f"not an exposed service: {shown(service)!r}")
             part(SERVICE_PREFIX + service, service, None)
-    for name in (*kv.parts, *names, *from_fabio):  # the rest: KV's, refused names', Fabio's
+    for name in (*kv.parts, *names, *from_fabio, *from_entries):  # the rest: KV's, names', ...
         if name not in made:
             held = name.removeprefix(SERVICE_PREFIX)
             named = bool(name) and checks.NAME_RE.fullmatch(held) is not None
@@ -207,6 +230,42 @@ def _fabio_parts(kv: KVView, fabio: FabioRoutes, key: str) -> dict[str, Fabio]:
     return {name: tuple(items) for name, items in found.items()}
 
 
+def _entry_parts(kv: KVView, entries: EntrySplits, fabio: FabioRoutes | None) -> dict[str, Fabio]:
+    """What the splitters add, by part: each service's split or refusal, where neither KV nor
+    Fabio's lines give it a split (KV wins, then Fabio's lines); the refusal of an entry whose
+    name is no service's, in the part ""."""
+    taken = {service for service, _ in fabio.splits} if fabio is not None else set()
+    found: dict[str, list[tuple[str, Split | Rejection]]] = {}
+
+    def add(key: str, item: Split | Refusal) -> None:
+        value = Rejection(where=item.where, message=item.why) if isinstance(item, Refusal) else item
+        found.setdefault(part_of(key), []).append((key, value))
+
+    def add_for(service: str, item: Split | Refusal) -> None:
+        key = split_key(service)
+        part = kv.parts.get(part_of(key))
+        if service not in taken and (part is None or not holds(part.raw, key)):
+            add(key, item)
+
+    for service, _, _ in entries.splits:
+        if checks.NAME_RE.fullmatch(service) is None:
+            add(
+                f"{ENTRY_REFUSED}{SPLITTER}/{shown(service, 128)}",
+                Refusal(SPLITTER, service, NAME_REFUSAL),
+            )
+            continue
+        try:
+            add_for(service, parse_split(service, entries.split_value(service)))
+        except ContractError as error:
+            add_for(service, Refusal(SPLITTER, service, str(error)))
+    for service, refusal in entries.refused:
+        if checks.NAME_RE.fullmatch(service) is None:
+            add(f"{ENTRY_REFUSED}{refusal.kind}/{shown(service, 128)}", refusal)
+        else:
+            add_for(service, refusal)
+    return {name: tuple(items) for name, items in found.items()}
+
+
 def _by_key(pair: tuple[str, object]) -> str:
     return pair[0]
 
@@ -228,7 +287,7 @@ def _composed(service: str | None, inputs: _Inputs) -> Part | None:
             if route is not None:
                 entries.append((key, route))
     rejected.extend(inputs.names)
-    for key, item in inputs.fabio:
+    for key, item in (*inputs.fabio, *inputs.entries):
         if isinstance(item, Rejection):
             rejected.append((key, item))
         else:

@@ -1,7 +1,7 @@
 """The Consul source's watchers: the KV prefix, each datacenter's catalog and health state
-(`datacenter.py`), and Fabio's key, their results composed into one snapshot per batch of
-changes, part by part (see `source.py` for what is watched and why, and `parts.py` for which
-parts a change makes again).
+(`datacenter.py`), Fabio's key, and the splitter and resolver config entries, their results
+composed into one snapshot per batch of changes, part by part (see `source.py` for what is
+watched and why, and `parts.py` for which parts a change makes again).
 
 With `datacenters`, the local datacenter decides the routes (its KV), and each datacenter to
 fail over to adds its instances of the exposed services, at their failover tier. A fault there
@@ -21,12 +21,19 @@ from lbsync.common.backoff import Backoff
 from lbsync.kv.consul import Agents, Fault, FaultKind
 from lbsync.model.values import Rejection, Snapshot
 from lbsync.sources.consul.datacenter import Datacenter
+from lbsync.sources.consul.entries import (
+    KINDS,
+    RESOLVER,
+    SPLITTER,
+    EntrySplits,
+    parse_config_entries,
+)
 from lbsync.sources.consul.fabio import FabioRoutes, parse_fabio_config
 from lbsync.sources.consul.mapping import KVView, ServiceView, exposed, kv_keys, kv_view
 from lbsync.sources.consul.parts import DATACENTER_FAULT, ComposeCache, compose
 from lbsync.sources.consul.watch import Read, Retry, follow_answers
 
-LOCAL_WATCHERS: Final = ("token", "kv", "catalog", "health", "reader", "fabio")
+LOCAL_WATCHERS: Final = ("token", "kv", "catalog", "health", "reader", "fabio", *KINDS)
 """The watchers whose faults make the snapshot unusable, in the order they are reported."""
 
 _T = TypeVar("_T")
@@ -49,10 +56,14 @@ class Watchers:
         resync: float,
         fabio_key: str | None = None,
         datacenters: tuple[str, ...] = (),
+        config_entries: bool = False,
     ) -> None:
         self.name = name
         self.fabio_key = fabio_key
         self.fabio: FabioRoutes | None = None
+        self.config_entries = config_entries  # follow the splitter and resolver config entries
+        self.entry_lists: dict[str, list[dict[str, Any]]] = {}  # each kind's last answer
+        self.entries: EntrySplits | None = None
         self.prefix = prefix
         self.agents = agents
         self.retry = Retry(retry, random.Random())
@@ -98,6 +109,9 @@ class Watchers:
             self.tasks["fabio"] = self._start(
                 "fabio", self._follow("fabio", self._read_fabio, self._set_fabio)
             )
+        if self.config_entries:
+            for entry_kind in KINDS:
+                self.tasks[entry_kind] = self._start(entry_kind, self._follow_entries(entry_kind))
         last: Snapshot | None = None
         last_kind: FaultKind | None = None
         while True:
@@ -193,6 +207,22 @@ class Watchers:
         self.fabio = parse_fabio_config(text)
         self.changed.set()
 
+    async def _follow_entries(self, kind: str) -> None:
+        """Follow the config entries of one kind (a blocking query of their list)."""
+
+        async def read(index: int) -> tuple[int, list[dict[str, Any]]]:
+            return await self.agents.config_entries(kind, index)
+
+        def apply(entries: list[dict[str, Any]]) -> None:
+            self.entry_lists[kind] = entries
+            if self.entry_lists.keys() >= set(KINDS):
+                self.entries = parse_config_entries(
+                    splitters=self.entry_lists[SPLITTER], resolvers=self.entry_lists[RESOLVER]
+                )
+                self.changed.set()
+
+        await self._follow(kind, read, apply)
+
     def _sync(self) -> None:
         """Follow the exposed services: each datacenter follows those its catalog lists."""
         if self.kv is None or self.local.catalog is None:
@@ -227,6 +257,8 @@ class Watchers:
             return None
         if self.fabio_key is not None and self.fabio is None:
             return None  # Fabio's key not read yet: its splits would come a snapshot later
+        if self.config_entries and self.entries is None:
+            return None  # the config entries not read yet, likewise
         others = self.datacenters[1:]
         if not self.started and not all(dc.ready or self._faulted(dc) for dc in others):
             return None  # the first snapshot has every datacenter's backups, or their faults
@@ -245,6 +277,7 @@ class Watchers:
             fabio_key=self.fabio_key or "",
             remote={service: tuple(views) for service, views in remote.items()},
             faults=self._datacenter_faults(),
+            entries=self.entries,
         ), None
 
     def _faulted(self, datacenter: Datacenter) -> bool:

@@ -12,14 +12,16 @@ others are the last snapshot's objects, so the merge and the desired state redo 
 - `catalog`: `/v1/catalog/services` (blocking, stale), for the `lbsync.route=` tags, which
   services exist, and its index (a re-registration the health state cannot show moves it);
 - `health`: `/v1/health/state/any` (blocking, stale): every check, to see which services moved;
+- `service-splitter`, `service-resolver` (with `config_entries`): `/v1/config/<kind>`
+  (blocking, stale), every entry of that kind, for the splits they give (`entries.py`);
 - `reader`: `/v1/health/service/<svc>` (not blocking, not stale) for the exposed services
   that moved (`changes.py` says which), one at a time; and every exposed service at the start,
   after a fault, when an index goes backwards, on a catalog move nothing explains, and every
   `resync` seconds.
 
 So the source holds at most four connections to its agent (`kv.consul.SOURCE_POOL`), however
-many services it exposes, and a change costs reads of the services it touched and the
-composition of their parts.
+many services it exposes (one more for Fabio's key, two more for the config entries), and a
+change costs reads of the services it touched and the composition of their parts.
 
 The ACL trap: with a default-deny ACL and a missing or unknown token, Consul answers 403, or
 404 for a recursive KV read and `{}` for the catalog, which looks like everything was deleted.
@@ -72,9 +74,11 @@ class ConsulSource:
         self.requests = RequestCounts()  # every request to Consul, by kind, for the metrics
         self._retry = retry
         # one connection more for the blocking read of Fabio's key, when it is followed, and
-        # three for each datacenter to fail over to (its two blocking queries and its reader)
+        # three for each datacenter to fail over to (its two blocking queries and its reader),
+        # and two for the splitter and resolver config entries
         failover = max(0, len(config.datacenters) - 1)
         pool = SOURCE_POOL + (config.fabio_config is not None) + 3 * failover
+        pool += 2 * config.config_entries
         self._settings = Settings.from_config(config, pool=pool)
         self._watchers: Watchers | None = None
 
@@ -99,6 +103,7 @@ class ConsulSource:
                 resync=self.resync,
                 fabio_key=self.config.fabio_config,
                 datacenters=self.config.datacenters,
+                config_entries=self.config.config_entries,
             )
             self._watchers = watchers
             try:
