@@ -419,11 +419,11 @@ class Agents:
             raise Unavailable(f"Consul at {self.address}: unexpected health answer for {service}")
         return nodes
 
-    async def health_state(
-        self, index: int, *, dc: str | None = None
-    ) -> tuple[int, list[dict[str, Any]]]:
-        """`/v1/health/state/any` (blocking when index > 0, stale): every check in the
-        datacenter (`dc`, else the configured or the agent's own), node and service checks."""
+    def _stale_list(
+        self, path: str, index: int, dc: str | None
+    ) -> Callable[[Any], Awaitable[tuple[object, object]]]:
+        """A GET of a listing py-consul has no call for, `stale`, blocking when index > 0, of
+        datacenter `dc` (else the configured one): the request `_call` sends to each agent."""
 
         def request(client: Any) -> Awaitable[tuple[object, object]]:
             params: list[tuple[str, object]] = list(STALE)
@@ -432,15 +432,19 @@ class Agents:
             if dc or client.dc:
                 params.append(("dc", dc or client.dc))
             return client.http.get(  # type: ignore[no-any-return]
-                CB.json(index=True),
-                "/v1/health/state/any",
-                params=params,
-                headers=client.prepare_headers(None),
+                CB.json(index=True), path, params=params, headers=client.prepare_headers(None)
             )
 
+        return request
+
+    async def health_state(
+        self, index: int, *, dc: str | None = None
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """`/v1/health/state/any` (blocking when index > 0, stale): every check in the
+        datacenter (`dc`, else the configured or the agent's own), node and service checks."""
         found, checks = await self._call(
             _in("the health checks", dc),
-            request,
+            self._stale_list("/v1/health/state/any", index, dc),
             kind="health-state",
             blocking=index > 0,
             needs='service_prefix "" read and node_prefix "" read',
@@ -453,23 +457,9 @@ class Agents:
         """`/v1/config/<kind>` (blocking when index > 0, stale): every config entry of that
         kind. Each kind blocks on its own: a write of another kind does not wake it (seen on
         Consul 1.8.7), although the index is the one of every kind."""
-
-        def request(client: Any) -> Awaitable[tuple[object, object]]:
-            params: list[tuple[str, object]] = list(STALE)
-            if index:
-                params += [("index", index), ("wait", self.settings.wait_text)]
-            if client.dc:
-                params.append(("dc", client.dc))
-            return client.http.get(  # type: ignore[no-any-return]
-                CB.json(index=True),
-                f"/v1/config/{kind}",
-                params=params,
-                headers=client.prepare_headers(None),
-            )
-
         found, entries = await self._call(
             f"the {kind} config entries",
-            request,
+            self._stale_list(f"/v1/config/{kind}", index, None),
             kind="config",
             blocking=index > 0,
             needs=CATALOG_NEEDS,

@@ -75,18 +75,10 @@ class _Inputs:
     remote: tuple[ServiceView, ...] = ()  # the service in the datacenters to fail over to
     entries: Fabio = ()  # a split Consul's config entries give, or their refusals
 
-    def same(
-        self,
-        kv: Part | None,
-        *,
-        tags: object,
-        view: ServiceView | None,
-        names: object,
-        fabio: object,
-        remote: tuple[ServiceView, ...],
-        entries: object = (),
-    ) -> bool:
-        """Whether these are the inputs again (objects by identity, the rest by value)."""
+    def same(self, fields: _Fields) -> bool:
+        """Whether these are the inputs again, `fields` in the order of this class's fields
+        (objects by identity, the rest by value)."""
+        kv, tags, view, names, fabio, remote, entries = fields
         return (
             self.kv is kv
             and self.view is view
@@ -97,6 +89,17 @@ class _Inputs:
             and all(mine is theirs for mine, theirs in zip(self.remote, remote, strict=True))
             and self.entries == entries
         )
+
+
+_Fields = tuple[
+    Part | None,
+    tuple[str, ...] | None,
+    ServiceView | None,
+    Refusals,
+    Fabio,
+    tuple[ServiceView, ...],
+    Fabio,
+]
 
 
 class ComposeCache:
@@ -143,33 +146,20 @@ def compose(
     made: dict[str, tuple[_Inputs, Part | None]] = {}
 
     def part(name: str, service: str | None, tags: tuple[str, ...] | None) -> None:
-        kv_part = kv.parts.get(name)
-        view = services.get(service) if service is not None else None
-        refused = names.get(name, ())
-        extra = from_fabio.get(name, ())
-        elsewhere = remote.get(service, ()) if service is not None else ()
-        split = from_entries.get(name, ())
+        fields: _Fields = (
+            kv.parts.get(name),
+            tags,
+            services.get(service) if service is not None else None,
+            names.get(name, ()),
+            from_fabio.get(name, ()),
+            remote.get(service, ()) if service is not None else (),
+            from_entries.get(name, ()),
+        )
         known = earlier.get(name)
-        if known is not None and known[0].same(
-            kv_part,
-            tags=tags,
-            view=view,
-            names=refused,
-            fabio=extra,
-            remote=elsewhere,
-            entries=split,
-        ):
+        if known is not None and known[0].same(fields):
             made[name] = known
             return
-        inputs = _Inputs(
-            kv=kv_part,
-            tags=tags,
-            view=view,
-            names=refused,
-            fabio=extra,
-            remote=elsewhere,
-            entries=split,
-        )
+        inputs = _Inputs(*fields)
         composed = _composed(service, inputs)
         if known is not None and known[1] is not None and known[1] == composed:
             composed = known[1]  # made again, and the same: the same object

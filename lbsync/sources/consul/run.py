@@ -260,7 +260,9 @@ class Watchers:
         if self.config_entries and self.entries is None:
             return None  # the config entries not read yet, likewise
         others = self.datacenters[1:]
-        if not self.started and not all(dc.ready or self._faulted(dc) for dc in others):
+        if not self.started and not all(
+            dc.ready or self._fault_of(dc) is not None for dc in others
+        ):
             return None  # the first snapshot has every datacenter's backups, or their faults
         self.started = True
         remote: dict[str, list[ServiceView]] = {}
@@ -280,16 +282,17 @@ class Watchers:
             entries=self.entries,
         ), None
 
-    def _faulted(self, datacenter: Datacenter) -> bool:
-        return any(name.endswith(datacenter.suffix) for name in self.faults)
+    def _fault_of(self, datacenter: Datacenter) -> Fault | None:
+        """The first fault a watcher of another datacenter reports, None while all read."""
+        return next(
+            (f for name, f in self.faults.items() if name.endswith(datacenter.suffix)), None
+        )
 
     def _datacenter_faults(self) -> tuple[tuple[str, Rejection], ...]:
         """Each other datacenter's first fault, as a refusal: its instances as last read stay."""
         found: list[tuple[str, Rejection]] = []
         for datacenter in self.datacenters[1:]:
-            fault = next(
-                (f for name, f in self.faults.items() if name.endswith(datacenter.suffix)), None
-            )
+            fault = self._fault_of(datacenter)
             if fault is not None:
                 where = f"consul datacenter {datacenter.label}"
                 message = f"{fault}; its instances as last read are kept as backups"
