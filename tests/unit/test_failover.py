@@ -4,6 +4,8 @@ KV contract, the Consul mapping, the configuration and the templates carry them 
 
 from __future__ import annotations
 
+import asyncio
+import random
 from pathlib import Path
 
 import pytest
@@ -11,15 +13,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.desired import at, rendered, state_of
 
-from lbsync.config import Config, ConfigError, load
+from lbsync.common.backoff import Backoff
+from lbsync.config import Config, ConfigError, ConsulSourceConfig, load
 from lbsync.core.failover import allocate_tiers
 from lbsync.core.weights import allocate_shares
 from lbsync.daemon.gauges import state_exposition
+from lbsync.kv.consul import Agents, Settings
 from lbsync.model.checks import ContractError
 from lbsync.model.contract import parse_instance
 from lbsync.model.values import Health, Instance, Rejection, Split
+from lbsync.sources.consul.datacenter import Datacenter
 from lbsync.sources.consul.mapping import kv_view, service_view
 from lbsync.sources.consul.parts import DATACENTER_FAULT, compose
+from lbsync.sources.consul.watch import Retry
 
 SPLIT = Split(service="shop", groups=(("green", 20.0),))
 
@@ -258,3 +264,29 @@ def test_metrics_say_whether_a_service_with_backups_is_failed_over() -> None:
     assert b'lbsync_service_failed_over{service="shop"} 0.0\n' in text
     down = {**FAILOVER, "services/shop/instances/blue-1": at(9101, health="critical")}
     assert b'lbsync_service_failed_over{service="shop"} 1.0\n' in state_exposition(state_of(down))
+
+
+def test_another_datacenter_offers_only_the_services_it_has_read() -> None:
+    """A service it began to follow but has not read yet (or failed to) is not offered; the
+    composition goes on without its backups rather than failing."""
+    agents = Agents(
+        Settings.from_config(ConsulSourceConfig(addresses=("http://127.0.0.1:1",)), pool=1)
+    )
+    remote = Datacenter(
+        agents,
+        dc="dc2",
+        label="dc2",
+        failover=1,
+        retry=Retry(Backoff(first=0.1, cap=1.0), random.Random(0)),
+        resync=300.0,
+        report=lambda name, fault: None,
+        catalog_moved=lambda: None,
+        changed=asyncio.Event(),
+    )
+    remote.follow(frozenset({"shop", "cart"}))
+    assert remote.views() == {}
+    answer = [
+        {"Node": {"Node": "n1", "Address": "10.0.0.2"}, "Service": {"ID": "web-1", "Port": 80}}
+    ]
+    remote.services["shop"] = service_view("shop", answer, datacenter="dc2", failover=1)
+    assert list(remote.views()) == ["shop"]

@@ -112,8 +112,13 @@ class Datacenter:
         return self.catalog is not None and self.followed <= self.services.keys()
 
     def views(self) -> dict[str, ServiceView]:
-        """The followed services' views."""
-        return {service: self.services[service] for service in self.followed}
+        """The followed services' views read so far (another datacenter's snapshot does not
+        wait for a service it began to follow, nor for one its reader failed to read)."""
+        return {
+            service: view
+            for service in self.followed
+            if (view := self.services.get(service)) is not None
+        }
 
     def close(self) -> None:
         """Stop the explanation timer (the tasks are cancelled by their owner)."""
