@@ -52,7 +52,7 @@ class ServiceState:
         """Whether backup servers (another datacenter's) receive its traffic now."""
         return any(server.backup and server.serving for server in self.servers)
 
-    @property
+    @cached_property
     def has_backups(self) -> bool:
         """Whether some servers are backups (`core.failover`): the proxy then uses all of
         them together once no other server is usable."""
